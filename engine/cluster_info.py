@@ -1,0 +1,108 @@
+"""Where each worker runs: one record per worker, in rank order.
+
+The rank order is defined here once (host name, then the worker's local index, then address) and
+used both by :meth:`engine.dask.DaskEngine.gather_cluster_info` and the communicator bootstrap, so
+"rank 3" means the same worker everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["WorkerInfo", "describe_this_worker", "in_rank_order", "rank_order_key"]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker's placement, readable as ``info.hostname`` and ``info["hostname"]``."""
+
+    rank: int
+    hostname: str
+    pid: int
+    address: str
+    local_index: int
+    cuda_visible_devices: str | None
+    gpu_uuid: str | None
+    cpu_affinity: list[int]
+    numa_node: int | None
+    memory_limit: int | None
+    binding: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def keys(self) -> Iterator[str]:
+        """Field names, so ``dict(info)`` works."""
+        return iter(asdict(self))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Like :meth:`dict.get`."""
+        return getattr(self, name, default)
+
+
+def rank_order_key(record: Mapping[str, Any]) -> tuple[str, int, str]:
+    """Sort key that makes ranks deterministic: host, then local index, then address."""
+    return (record["hostname"], record["local_index"], record["address"])
+
+
+def _worker_local_index(dask_worker: Any) -> int:
+    """The worker's index on its node: the launcher's rank or LocalCluster's integer name."""
+    from_preload = os.environ.get("POLARS_HPC_LOCAL_INDEX")
+    if from_preload is not None:
+        return int(from_preload)
+    name = dask_worker.name
+    return name if isinstance(name, int) else int(name) if str(name).isdigit() else 0
+
+
+def _gpu_uuid() -> str | None:
+    """UUID of the first GPU this process sees, or ``None`` without GPU or driver."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not visible.strip():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        first = (visible or "0").split(",")[0].strip()
+        if first.startswith(("GPU-", "MIG-")):
+            return first
+        handle = pynvml.nvmlDeviceGetHandleByIndex(int(first))
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        return uuid.decode() if isinstance(uuid, bytes) else uuid
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def describe_this_worker(dask_worker: Any) -> dict[str, Any]:
+    """Run on a worker (``client.run``): its placement as plain data; rank is filled in later."""
+    binding = dict(getattr(dask_worker, "polars_hpc_binding", {}) or {})
+    return {
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "address": dask_worker.address,
+        "local_index": _worker_local_index(dask_worker),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_uuid": _gpu_uuid(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "numa_node": binding.get("numa_node"),
+        "memory_limit": dask_worker.memory_manager.memory_limit,
+        "binding": binding,
+    }
+
+
+def in_rank_order(records: Iterable[Mapping[str, Any]]) -> list[WorkerInfo]:
+    """Turn per-worker records into :class:`WorkerInfo` sorted and numbered by rank."""
+    ordered = sorted(records, key=rank_order_key)
+    return [WorkerInfo(rank=rank, **record) for rank, record in enumerate(ordered)]

@@ -1,0 +1,226 @@
+"""``DaskEngine``: run polars LazyFrames on a Dask cluster, one rank per worker.
+
+The engine finds its cluster in this order:
+
+1. a ``distributed.Client`` passed as ``dask_client=`` (left alone on exit);
+2. the scheduler the launcher published in ``dask.config`` (``polars-hpc.scheduler-address``,
+   set by ``python -m launcher.run`` through ``DASK_POLARS_HPC__SCHEDULER_ADDRESS``), so the same
+   script runs under ``srun`` and on a laptop without importing the launcher;
+3. a new :func:`engine.local_cluster.start_local_cluster`: one worker per GPU, else CPU workers.
+
+This module is also a nanny preload alias: ``--preload-nanny engine.dask`` does what
+``--preload-nanny preload`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from engine.cluster_info import WorkerInfo, describe_this_worker, in_rank_order
+from engine.local_cluster import plan_this_host, start_local_cluster
+from engine.options import StreamingOptions
+from preload.ranks import refuse_inside_rrun
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from distributed import Client, LocalCluster
+    from polars.lazyframe.opt_flags import QueryOptFlags
+
+__all__ = ["SCHEDULER_ADDRESS_CONFIG", "DaskEngine", "dask_setup", "dask_teardown"]
+
+SCHEDULER_ADDRESS_CONFIG = "polars-hpc.scheduler-address"
+"""``dask.config`` key through which a launcher tells ``DaskEngine()`` which scheduler to join."""
+
+
+class DaskEngine(pl.Engine):
+    """Run LazyFrames on Dask: the given client, the launcher's cluster, or a new LocalCluster.
+
+    Parameters
+    ----------
+    dask_client
+        An existing client to run on; the engine never closes it or its cluster.
+    engine_options
+        :class:`engine.options.StreamingOptions` fields as a mapping, e.g.
+        ``{"hardware_binding": HardwareBindingPolicy(enabled=False)}``.
+    n_workers
+        Workers of the LocalCluster the engine starts when it has no cluster to join:
+        default one per visible GPU, else ``min(4, available CPUs)``.
+
+    Examples
+    --------
+    >>> with DaskEngine(n_workers=1) as engine:
+    ...     pl.LazyFrame({"a": [1, 2, 3]}).select(pl.sum("a")).collect(engine=engine).item()
+    6
+    """
+
+    def __init__(
+        self,
+        *,
+        dask_client: Client | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        n_workers: int | None = None,
+    ) -> None:
+        self._init(
+            StreamingOptions(**dict(engine_options or {})),
+            dask_client=dask_client,
+            n_workers=n_workers,
+        )
+
+    @classmethod
+    def from_options(
+        cls,
+        options: StreamingOptions,
+        dask_client: Client | None = None,
+        *,
+        n_workers: int | None = None,
+    ) -> DaskEngine:
+        """Create an engine from a ready :class:`engine.options.StreamingOptions`."""
+        if not isinstance(options, StreamingOptions):
+            raise TypeError(
+                f"DaskEngine.from_options needs a StreamingOptions, got {type(options).__name__}"
+            )
+        engine = cls.__new__(cls)
+        engine._init(options, dask_client=dask_client, n_workers=n_workers)
+        return engine
+
+    def _init(
+        self, options: StreamingOptions, *, dask_client: Client | None, n_workers: int | None
+    ) -> None:
+        refuse_inside_rrun(os.environ, "DaskEngine")
+        self.options = options.resolved(os.environ)
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        self._owns_client = dask_client is None
+        self._closed = False
+        try:
+            self._client = dask_client or self._connect(n_workers)
+            self._workers = [info.address for info in self.gather_cluster_info()]
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _connect(self, n_workers: int | None) -> Client:
+        import dask.config
+        from distributed import Client
+
+        address = dask.config.get(SCHEDULER_ADDRESS_CONFIG, None)
+        if address:
+            if n_workers is not None:
+                raise ValueError(
+                    f"n_workers={n_workers} cannot apply: this process runs under a launcher "
+                    f"whose cluster ({address}) is already started"
+                )
+            return Client(address)
+        self._cluster = start_local_cluster(plan_this_host(n_workers))
+        return Client(self._cluster)
+
+    @property
+    def name(self) -> str:
+        """Engine identifier polars shows in plans and errors."""
+        return "dask"
+
+    @property
+    def client(self) -> Client:
+        """The Dask client this engine runs on."""
+        self._check_open()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def nranks(self) -> int:
+        """Number of ranks (workers) queries run on."""
+        self._check_open()
+        return len(self._workers)
+
+    def gather_cluster_info(self) -> list[WorkerInfo]:
+        """Placement of every worker, in rank order (host, then local index)."""
+        records = self.client.run(describe_this_worker)
+        return in_rank_order(records.values())
+
+    def collect(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        optimizations: QueryOptFlags,
+        background: bool = False,
+        post_opt_callback: Any = None,
+    ) -> pl.DataFrame:
+        """Run ``lf`` and return the whole result in this process."""
+        self._check_open()
+        if background:
+            raise NotImplementedError(
+                "DaskEngine does not run collect(background=True); call collect() in a thread, "
+                "or use engine.execute(lf) to keep the result on the workers"
+            )
+        plan = lf._ldf.with_optimizations(optimizations._pyoptflags)
+        payload = pl.LazyFrame._from_pyldf(plan).serialize()
+        future = self.client.submit(
+            _collect_serialized, payload, workers=[self._workers[0]], pure=False
+        )
+        return self.client.gather(future, direct=True)
+
+    def execute(self, lf: pl.LazyFrame, *, optimizations: QueryOptFlags) -> Any:
+        """Run ``lf`` and return a polars ``QueryResult``."""
+        from polars.lazyframe.query_result import SingleNodeQueryResult
+
+        return SingleNodeQueryResult(self.collect(lf, optimizations=optimizations))
+
+    def shutdown(self) -> None:
+        """Close what this engine created: its client and its LocalCluster. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._client is not None and self._owns_client:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                "this DaskEngine was shut down; create a new DaskEngine() to run more queries"
+            )
+
+    def __enter__(self) -> DaskEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "DaskEngine(closed)"
+        return f"DaskEngine(nranks={len(self._workers)}, scheduler={self.client.scheduler.address})"
+
+
+def _collect_serialized(payload: bytes) -> pl.DataFrame:
+    """Worker side of the single-rank path: rebuild the plan and run it with polars."""
+    import io
+
+    return pl.LazyFrame.deserialize(io.BytesIO(payload)).collect()
+
+
+def dask_setup(nanny: Any) -> None:
+    """Nanny preload alias: ``--preload-nanny engine.dask`` equals ``--preload-nanny preload``."""
+    import preload
+
+    preload.dask_setup(nanny)
+
+
+def dask_teardown(nanny: Any) -> None:
+    """Nanny preload alias, teardown half."""
+    import preload
+
+    preload.dask_teardown(nanny)

@@ -1,0 +1,107 @@
+"""The cluster ``DaskEngine()`` starts when it is given none: one worker per GPU, else CPU workers.
+
+Each worker is single-threaded for Dask (its fragments use polars' own thread pool) and gets an
+equal share of the host's memory, not all of it: several workers each believing they own the
+whole host is how nodes run out of memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import psutil
+
+from preload.gpus import nvml_device_count, visible_gpu_ids
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
+
+__all__ = [
+    "DEFAULT_MAX_CPU_WORKERS",
+    "LocalClusterPlan",
+    "plan_local_cluster",
+    "plan_this_host",
+    "start_local_cluster",
+]
+
+DEFAULT_MAX_CPU_WORKERS: Final = 4
+"""CPU workers ``DaskEngine()`` starts on a host without GPUs, at most one per available CPU."""
+
+
+@dataclass(frozen=True)
+class LocalClusterPlan:
+    """What the local cluster will be, before any process starts."""
+
+    n_workers: int
+    gpu_ids: tuple[str, ...]
+    memory_limit_bytes: int
+    threads_per_worker_pool: int
+
+
+def plan_local_cluster(
+    environ: Mapping[str, str],
+    *,
+    n_workers: int | None,
+    nvml_count: int,
+    available_cpus: int,
+    total_memory_bytes: int,
+) -> LocalClusterPlan:
+    """Decide the worker count, GPUs and per-worker memory.
+
+    >>> plan = plan_local_cluster({}, n_workers=None, nvml_count=0, available_cpus=2,
+    ...                           total_memory_bytes=8 << 30)
+    >>> plan.n_workers, plan.gpu_ids, plan.memory_limit_bytes
+    (2, (), 4294967296)
+    >>> plan_local_cluster({"CUDA_VISIBLE_DEVICES": "1,3"}, n_workers=None, nvml_count=4,
+    ...                    available_cpus=32, total_memory_bytes=8 << 30).gpu_ids
+    ('1', '3')
+    """
+    gpu_ids = tuple(visible_gpu_ids(environ, nvml_count))
+    if n_workers is None:
+        n_workers = len(gpu_ids) or max(1, min(DEFAULT_MAX_CPU_WORKERS, available_cpus))
+    if n_workers < 1:
+        raise ValueError(f"n_workers={n_workers} must be at least 1")
+    if gpu_ids and n_workers > len(gpu_ids):
+        raise ValueError(
+            f"n_workers={n_workers} is more than the {len(gpu_ids)} visible GPU(s) "
+            f"({','.join(gpu_ids)}); pass n_workers<={len(gpu_ids)} or widen CUDA_VISIBLE_DEVICES"
+        )
+    return LocalClusterPlan(
+        n_workers=n_workers,
+        gpu_ids=gpu_ids[:n_workers],
+        memory_limit_bytes=total_memory_bytes // n_workers,
+        threads_per_worker_pool=max(1, available_cpus // n_workers),
+    )
+
+
+def plan_this_host(n_workers: int | None) -> LocalClusterPlan:
+    """:func:`plan_local_cluster` for the machine this process runs on."""
+    return plan_local_cluster(
+        os.environ,
+        n_workers=n_workers,
+        nvml_count=nvml_device_count(),
+        available_cpus=len(os.sched_getaffinity(0)),
+        total_memory_bytes=psutil.virtual_memory().total,
+    )
+
+
+def start_local_cluster(plan: LocalClusterPlan) -> LocalCluster:
+    """Start the planned cluster; each GPU worker gets its device from the nanny preload."""
+    from distributed import LocalCluster
+
+    env = {"POLARS_MAX_THREADS": str(plan.threads_per_worker_pool)}
+    if plan.gpu_ids:
+        env["POLARS_HPC_GPU_IDS"] = ",".join(plan.gpu_ids)
+    return LocalCluster(
+        n_workers=plan.n_workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=plan.memory_limit_bytes,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        preload_nanny=["preload"] if plan.gpu_ids else [],
+        env=env,
+    )

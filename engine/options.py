@@ -1,0 +1,208 @@
+"""Options of the distributed streaming executor: one frozen, typed, documented object.
+
+Every field can also come from the environment (``POLARS_HPC_<FIELD>``, e.g.
+``POLARS_HPC_FALLBACK_MODE=raise``), so a batch script can tune a job without editing the query.
+Precedence: a value passed to the constructor > the environment > the default. The environment is
+read when the engine resolves its options (:meth:`StreamingOptions.resolved`), never at import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+from preload.policy import HardwareBindingPolicy
+
+__all__ = ["ENV_PREFIX", "FallbackMode", "FragmentEngine", "StreamingOptions", "Transport"]
+
+FallbackMode = Literal["warn", "raise", "silent"]
+Transport = Literal["auto", "ucxx", "tcp"]
+FragmentEngine = Literal["auto", "cpu", "gpu"]
+
+ENV_PREFIX: Final = "POLARS_HPC_"
+_MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamingOptions:
+    """How :class:`engine.dask.DaskEngine` runs queries.
+
+    Unknown names raise ``TypeError`` listing the valid ones; bad values raise ``ValueError``.
+
+    >>> StreamingOptions(fallback_mode="silent").fallback_mode
+    'silent'
+    >>> StreamingOptions(fallback_mode="loud")
+    Traceback (most recent call last):
+    ...
+    ValueError: StreamingOptions.fallback_mode='loud' is not one of 'warn', 'raise', 'silent'
+    """
+
+    num_streaming_threads: int | None = None
+    """Threads each worker uses for its fragments; ``None``: as many as its bound CPUs."""
+    fallback_mode: FallbackMode = "warn"
+    """What an operation the planner cannot distribute does: warn, raise, or run silently."""
+    memory_resource_config: Mapping[str, Any] | None = None
+    """RMM memory resource of GPU workers (e.g. ``{"pool": True}``); ignored on CPU workers."""
+    hardware_binding: HardwareBindingPolicy = field(default_factory=HardwareBindingPolicy)
+    """Which CPU/NUMA/NIC binding the engine applies to each worker."""
+    target_partition_size: int = 128 * _MIB
+    """Bytes of input a rank processes at a time, so memory stays bounded."""
+    max_rows_per_partition: int = 1_000_000
+    """Rows a rank processes at a time, whichever of the two limits comes first."""
+    broadcast_limit: int = 32 * _MIB
+    """A join side estimated below this many bytes is sent to every rank instead of shuffled."""
+    transport: Transport = "auto"
+    """Communicator transport: ``ucxx`` when importable (``auto``), or plain ``tcp``."""
+    comm_timeout_s: float = 60.0
+    """Seconds a collective waits for a peer before every rank raises instead of hanging."""
+    fragment_engine: FragmentEngine = "auto"
+    """Polars engine for fragments: ``gpu`` (cudf-polars) when the worker owns a GPU (``auto``)."""
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            _VALIDATORS[spec.name](getattr(self, spec.name))
+
+    def resolved(self, environ: Mapping[str, str]) -> StreamingOptions:
+        """These options, with every field not passed explicitly taken from ``environ``.
+
+        >>> StreamingOptions().resolved({"POLARS_HPC_FALLBACK_MODE": "raise"}).fallback_mode
+        'raise'
+        >>> opts = StreamingOptions(fallback_mode="silent")
+        >>> opts.resolved({"POLARS_HPC_FALLBACK_MODE": "raise"}).fallback_mode
+        'silent'
+        """
+        explicit = _explicit_fields(self)
+        from_env = {
+            name: _parse_env(name, environ[ENV_PREFIX + name.upper()])
+            for name in _FIELD_NAMES
+            if name not in explicit and ENV_PREFIX + name.upper() in environ
+        }
+        values = {name: getattr(self, name) for name in explicit}
+        return StreamingOptions(**values, **from_env)
+
+
+_FIELD_NAMES: Final = tuple(f.name for f in dataclasses.fields(StreamingOptions))
+_EXPLICIT_ATTR: Final = "_explicit_fields"
+
+
+def _explicit_fields(options: StreamingOptions) -> frozenset[str]:
+    return getattr(options, _EXPLICIT_ATTR, frozenset())
+
+
+def _reject_unknown_then_init(generated_init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap the generated ``__init__``: name unknown fields, remember which were passed."""
+
+    @functools.wraps(generated_init)
+    def __init__(self: StreamingOptions, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(_FIELD_NAMES))
+        if unknown:
+            raise TypeError(
+                f"StreamingOptions got unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"valid options are: {', '.join(_FIELD_NAMES)}"
+            )
+        generated_init(self, **kwargs)
+        object.__setattr__(self, _EXPLICIT_ATTR, frozenset(kwargs))
+
+    return __init__
+
+
+StreamingOptions.__init__ = _reject_unknown_then_init(StreamingOptions.__init__)  # type: ignore[method-assign]
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if value not in choices:
+            listed = ", ".join(map(repr, choices))
+            raise ValueError(f"StreamingOptions.{name}={value!r} is not one of {listed}")
+
+    return check
+
+
+def _positive_int(name: str, *, optional: bool = False) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            hint = "a positive integer or None" if optional else "a positive integer"
+            raise ValueError(f"StreamingOptions.{name}={value!r} must be {hint}")
+
+    return check
+
+
+def _positive_number(name: str) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"StreamingOptions.{name}={value!r} must be a positive number")
+
+    return check
+
+
+def _check_policy(value: object) -> None:
+    if not isinstance(value, HardwareBindingPolicy):
+        raise ValueError(
+            f"StreamingOptions.hardware_binding={value!r} must be a "
+            "engine.hardware_binding.HardwareBindingPolicy"
+        )
+
+
+def _check_memory_resource_config(value: object) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(
+            f"StreamingOptions.memory_resource_config={value!r} must be a mapping or None"
+        )
+
+
+_VALIDATORS: Final[dict[str, Callable[[object], None]]] = {
+    "num_streaming_threads": _positive_int("num_streaming_threads", optional=True),
+    "fallback_mode": _choice("fallback_mode", get_args(FallbackMode)),
+    "memory_resource_config": _check_memory_resource_config,
+    "hardware_binding": _check_policy,
+    "target_partition_size": _positive_int("target_partition_size"),
+    "max_rows_per_partition": _positive_int("max_rows_per_partition"),
+    "broadcast_limit": _positive_int("broadcast_limit"),
+    "transport": _choice("transport", get_args(Transport)),
+    "comm_timeout_s": _positive_number("comm_timeout_s"),
+    "fragment_engine": _choice("fragment_engine", get_args(FragmentEngine)),
+}
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "none", "auto") else int(text)
+
+
+_ENV_PARSERS: Final[dict[str, Callable[[str], object]]] = {
+    "num_streaming_threads": _parse_optional_int,
+    "fallback_mode": str.strip,
+    "memory_resource_config": json.loads,
+    "hardware_binding": lambda text: HardwareBindingPolicy(enabled=_parse_bool(text)),
+    "target_partition_size": int,
+    "max_rows_per_partition": int,
+    "broadcast_limit": int,
+    "transport": str.strip,
+    "comm_timeout_s": float,
+    "fragment_engine": str.strip,
+}
+
+
+def _parse_env(name: str, text: str) -> object:
+    """Parse and validate one variable, so a bad value names the variable, not only the field."""
+    variable = ENV_PREFIX + name.upper()
+    try:
+        value = _ENV_PARSERS[name](text)
+        _VALIDATORS[name](value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"environment variable {variable}={text!r}: {error}") from None
+    return value
