@@ -1,0 +1,66 @@
+"""The communicator interface every transport implements, and the errors it raises.
+
+Plans know nothing of transports and transports know nothing of plans: the rank executor is the
+only place the two meet. One communicator lives on each worker per engine; every query opens its
+own tag space (:meth:`Communicator.query_scope`) so two queries never read each other's messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+__all__ = ["Communicator", "CommunicatorError", "PeerFailedError"]
+
+
+class CommunicatorError(RuntimeError):
+    """A collective or point-to-point operation failed; the message names rank and operation."""
+
+
+class PeerFailedError(CommunicatorError):
+    """A peer died or did not answer within the timeout."""
+
+
+class Communicator(ABC):
+    """Point-to-point and collective exchange of byte buffers between the ranks of one engine.
+
+    Buffers are ``bytes``-like (``bytes``, ``bytearray``, ``memoryview``); received buffers are
+    returned as ``bytes`` or ``memoryview``. Every blocking call raises :class:`PeerFailedError`
+    within the communicator's timeout instead of hanging when a peer is gone.
+    """
+
+    @property
+    @abstractmethod
+    def rank(self) -> int:
+        """This worker's rank, ``0 <= rank < nranks``."""
+
+    @property
+    @abstractmethod
+    def nranks(self) -> int:
+        """Number of ranks."""
+
+    @abstractmethod
+    def send(self, peer: int, tag: int, payload: bytes | memoryview) -> None:
+        """Send ``payload`` to ``peer`` under ``tag`` (returns once it may be reused)."""
+
+    @abstractmethod
+    def recv(self, peer: int, tag: int) -> bytes | memoryview:
+        """Receive the next payload ``peer`` sent under ``tag``."""
+
+    @abstractmethod
+    def alltoall(
+        self, tag: int, payloads: Sequence[bytes | memoryview]
+    ) -> list[bytes | memoryview]:
+        """Send ``payloads[r]`` to rank ``r`` and return what each rank sent here, by rank."""
+
+    @abstractmethod
+    def allgather(self, tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
+        """Every rank's ``payload``, by rank."""
+
+    @abstractmethod
+    def barrier(self, tag: int) -> None:
+        """Return once every rank has entered the barrier with the same ``tag``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close endpoints and listeners; idempotent."""
