@@ -28,7 +28,9 @@ class HardwareBindingPolicy:
     network: bool = True
     """Point UCX at the NICs nearest the GPU (``UCX_NET_DEVICES``)."""
     raise_on_fail: bool = False
-    """Stop the worker when binding fails; ``False`` logs a warning with the reason instead."""
+    """Raise ``preload.worker.BindingError`` (so ``DaskEngine()`` fails) when a worker cannot be
+    bound; ``False`` logs a warning with the reason and leaves that worker unbound (never bound
+    to another GPU's CPUs or NICs)."""
 
     def __post_init__(self) -> None:
         for name in ("enabled", "cpu", "memory", "network", "raise_on_fail"):
