@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from engine.cluster_info import WorkerInfo, describe_this_worker, in_rank_order
+from engine.hardware_binding import bind_workers
 from engine.local_cluster import plan_this_host, start_local_cluster
 from engine.options import StreamingOptions
 from preload.ranks import refuse_inside_rrun
@@ -92,15 +93,28 @@ class DaskEngine(pl.Engine):
     def _init(
         self, options: StreamingOptions, *, dask_client: Client | None, n_workers: int | None
     ) -> None:
+        from engine.comm.bootstrap import CommGroup, open_communicators
+
         refuse_inside_rrun(os.environ, "DaskEngine")
         self.options = options.resolved(os.environ)
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
+        self._comm: CommGroup | None = None
         self._owns_client = dask_client is None
         self._closed = False
+        self.last_query_stats: dict[str, Any] | None = None
+        """Numbers of the latest query (stages, rows, bytes shuffled, fallbacks)."""
         try:
             self._client = dask_client or self._connect(n_workers)
-            self._workers = [info.address for info in self.gather_cluster_info()]
+            # Bind before the communicator opens, so its threads inherit the CPU set.
+            self.bindings = bind_workers(self._client, self.options.hardware_binding)
+            # One communicator per worker for the engine's lifetime; every query reuses it.
+            self._comm = open_communicators(
+                self._client,
+                transport=self.options.transport,
+                timeout_s=self.options.comm_timeout_s,
+            )
+            self._workers = list(self._comm.worker_addresses)
         except BaseException:
             self.shutdown()
             raise
@@ -158,24 +172,54 @@ class DaskEngine(pl.Engine):
                 "DaskEngine does not run collect(background=True); call collect() in a thread, "
                 "or use engine.execute(lf) to keep the result on the workers"
             )
-        plan = lf._ldf.with_optimizations(optimizations._pyoptflags)
-        payload = pl.LazyFrame._from_pyldf(plan).serialize()
-        future = self.client.submit(
-            _collect_serialized, payload, workers=[self._workers[0]], pure=False
-        )
-        return self.client.gather(future, direct=True)
+        from engine.executor.client import collect_query
+
+        return collect_query(self, lf, optimizations)
 
     def execute(self, lf: pl.LazyFrame, *, optimizations: QueryOptFlags) -> Any:
-        """Run ``lf`` and return a polars ``QueryResult``."""
-        from polars.lazyframe.query_result import SingleNodeQueryResult
+        """Run ``lf``; the ``QueryResult``'s parts stay on the workers until read."""
+        from engine.executor.client import execute_query
 
-        return SingleNodeQueryResult(self.collect(lf, optimizations=optimizations))
+        self._check_open()
+        return execute_query(self, lf, optimizations)
+
+    def sink_parquet(self, lf: pl.LazyFrame, path: Any, **kwargs: Any) -> None:
+        """Each rank writes ``path/part.<rank>.<i>.parquet``; returns when all are written."""
+        self._sink(lf, "parquet", path, kwargs)
+
+    def sink_ipc(self, lf: pl.LazyFrame, path: Any, **kwargs: Any) -> None:
+        """Each rank writes ``path/part.<rank>.<i>.arrow``; returns when all are written."""
+        self._sink(lf, "ipc", path, kwargs)
+
+    def sink_csv(self, lf: pl.LazyFrame, path: Any, **kwargs: Any) -> None:
+        """Each rank writes ``path/part.<rank>.<i>.csv``; returns when all are written."""
+        self._sink(lf, "csv", path, kwargs)
+
+    def sink_ndjson(self, lf: pl.LazyFrame, path: Any, **kwargs: Any) -> None:
+        """Each rank writes ``path/part.<rank>.<i>.ndjson``; returns when all are written."""
+        self._sink(lf, "ndjson", path, kwargs)
+
+    def _sink(self, lf: pl.LazyFrame, file_format: Any, path: Any, kwargs: Any) -> None:
+        from engine.executor.client import sink_query
+
+        self._check_open()
+        sink_query(self, lf, file_format, path, kwargs)
+
+    def explain(self, lf: pl.LazyFrame) -> str:
+        """The distributed plan of ``lf``: stages, exchanges and fallbacks, as text."""
+        from engine.executor.client import explain_query
+
+        self._check_open()
+        return explain_query(self, lf)
 
     def shutdown(self) -> None:
-        """Close what this engine created: its client and its LocalCluster. Idempotent."""
+        """Close what this engine created: communicators, client, LocalCluster. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._comm is not None:
+            with contextlib.suppress(Exception):
+                self._comm.close()
         if self._client is not None and self._owns_client:
             with contextlib.suppress(Exception):
                 self._client.close()
@@ -203,13 +247,6 @@ class DaskEngine(pl.Engine):
         if self._closed:
             return "DaskEngine(closed)"
         return f"DaskEngine(nranks={len(self._workers)}, scheduler={self.client.scheduler.address})"
-
-
-def _collect_serialized(payload: bytes) -> pl.DataFrame:
-    """Worker side of the single-rank path: rebuild the plan and run it with polars."""
-    import io
-
-    return pl.LazyFrame.deserialize(io.BytesIO(payload)).collect()
 
 
 def dask_setup(nanny: Any) -> None:

@@ -51,7 +51,7 @@ class StreamingOptions:
     """Which CPU/NUMA/NIC binding the engine applies to each worker."""
     target_partition_size: int = 128 * _MIB
     """Bytes of input a rank processes at a time, so memory stays bounded."""
-    max_rows_per_partition: int = 1_000_000
+    max_rows_per_partition: int = 10_000_000
     """Rows a rank processes at a time, whichever of the two limits comes first."""
     broadcast_limit: int = 32 * _MIB
     """A join side estimated below this many bytes is sent to every rank instead of shuffled."""

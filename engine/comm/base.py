@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
-__all__ = ["Communicator", "CommunicatorError", "PeerFailedError"]
+__all__ = ["Communicator", "CommunicatorError", "PeerFailedError", "QueryAbortedError"]
 
 
 class CommunicatorError(RuntimeError):
@@ -19,6 +20,14 @@ class CommunicatorError(RuntimeError):
 
 class PeerFailedError(CommunicatorError):
     """A peer died or did not answer within the timeout."""
+
+
+class QueryAbortedError(CommunicatorError):
+    """Another rank left this query's tag space with an error, so this rank's pending op stops.
+
+    Raised instead of waiting for the timeout: a query that failed on one rank (a polars error in
+    its fragment, say) ends on every rank at once, and the next query starts clean.
+    """
 
 
 class Communicator(ABC):
@@ -60,6 +69,22 @@ class Communicator(ABC):
     @abstractmethod
     def barrier(self, tag: int) -> None:
         """Return once every rank has entered the barrier with the same ``tag``."""
+
+    @abstractmethod
+    def query_scope(self, scope_id: int) -> AbstractContextManager[Communicator]:
+        """Open the tag space of one query: a communicator whose messages no other scope sees.
+
+        Every rank enters the scope with the same ``scope_id`` (the client hands one out per
+        query, e.g. :meth:`engine.comm.bootstrap.CommGroup.new_scope_id`; ``1 <= scope_id <
+        2**32``). Leaving it retires the id: late messages for it are dropped. Leaving it with an
+        exception tells every peer, whose pending and later ops in that scope raise
+        :class:`QueryAbortedError`. Several scopes may be open at once, from different threads.
+
+        Examples
+        --------
+        >>> with comm.query_scope(7) as q:  # doctest: +SKIP
+        ...     parts = q.alltoall(tag=0, payloads=[b"x"] * q.nranks)
+        """
 
     @abstractmethod
     def close(self) -> None:

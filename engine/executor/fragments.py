@@ -1,0 +1,106 @@
+"""Run plan fragments with polars inside a worker: leaf injection and the fragment engine.
+
+A fragment template is polars' own DSL JSON with leaf markers. A file partition fills a marker
+with ``Slice(scan)``; a frame already in memory fills it with a tiny Python scan that reads the
+frame from this process's registry, so polars still pushes projections and predicates into it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from engine.plan import dsl
+
+__all__ = ["FragmentRunner", "choose_fragment_engine", "read_registered_input"]
+
+_INPUTS: dict[str, pl.DataFrame] = {}
+_INPUTS_LOCK = threading.Lock()
+
+
+def read_registered_input(
+    key: str,
+    with_columns: list[str] | None,
+    predicate: pl.Expr | None,
+    n_rows: int | None,
+    batch_size: int | None,
+) -> Iterator[pl.DataFrame]:
+    """Python-scan callback: the registered frame, with the pushed-down work applied."""
+    frame = _INPUTS[key]
+    if with_columns is not None:
+        frame = frame.select(with_columns)
+    if predicate is not None:
+        frame = frame.filter(predicate)
+    if n_rows is not None:
+        frame = frame.head(n_rows)
+    yield frame
+
+
+def choose_fragment_engine(
+    setting: Literal["auto", "cpu", "gpu"], environ: dict[str, str] | None = None
+) -> Literal["cpu", "gpu"]:
+    """``gpu`` when asked or (``auto``) when this worker owns a GPU and cudf-polars imports."""
+    env = os.environ if environ is None else environ
+    has_gpu = bool(env.get("CUDA_VISIBLE_DEVICES", "").strip())
+    gpu_ready = has_gpu and importlib.util.find_spec("cudf_polars") is not None
+    if setting == "gpu" and not gpu_ready:
+        raise RuntimeError(
+            "StreamingOptions.fragment_engine='gpu' needs a GPU (CUDA_VISIBLE_DEVICES) and "
+            "cudf-polars (pip install 'polars-hpc[gpu]'); use fragment_engine='cpu' or 'auto'"
+        )
+    return "gpu" if setting == "gpu" or (setting == "auto" and gpu_ready) else "cpu"
+
+
+class FragmentRunner:
+    """Builds and collects fragment LazyFrames with the chosen polars engine."""
+
+    def __init__(self, engine: Literal["cpu", "gpu"] = "cpu") -> None:
+        self.engine = engine
+        self._polars_engine: Any = (
+            pl.GPUEngine(raise_on_fail=True) if engine == "gpu" else "in-memory"
+        )
+
+    def collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
+        """Run one fragment."""
+        return lf.collect(engine=self._polars_engine)
+
+    def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:
+        """Fill ``template``'s leaves (frames or DSL JSON leaves) and collect it."""
+        keys = []
+        leaves = []
+        try:
+            for item in inputs:
+                if isinstance(item, str):
+                    leaves.append(item)
+                    continue
+                key = uuid.uuid4().hex
+                with _INPUTS_LOCK:
+                    _INPUTS[key] = item
+                keys.append(key)
+                leaves.append(_registered_leaf(key, item.schema))
+            return self.collect(dsl.lazyframe_from_dsl(dsl.fill_leaves(template, leaves)))
+        finally:
+            with _INPUTS_LOCK:
+                for key in keys:
+                    _INPUTS.pop(key, None)
+
+    def lazy(self, leaf: pl.DataFrame | str) -> pl.LazyFrame:
+        """A LazyFrame over a frame or a DSL JSON leaf (e.g. a scan slice)."""
+        if isinstance(leaf, str):
+            return dsl.lazyframe_from_dsl(leaf)
+        return leaf.lazy()
+
+
+def _registered_leaf(key: str, schema: pl.Schema) -> str:
+    """DSL JSON of a Python scan that reads registry entry ``key``."""
+    source = register_io_source(functools.partial(read_registered_input, key), schema=schema)
+    return json.dumps(dsl.serialize_plan(source))

@@ -1,0 +1,95 @@
+"""Frames on the wire (Arrow IPC bytes) and hash partitioning of a frame by key values."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Final
+
+import polars as pl
+
+__all__ = ["concat_frames", "from_ipc", "hash_partition", "range_destinations", "to_ipc"]
+
+_HASH_SEEDS: Final = (0x5EED, 0xC0FFEE, 0xFACADE, 0xBEEF)
+"""Fixed seeds: every process must send a key to the same rank."""
+
+
+def to_ipc(frame: pl.DataFrame) -> bytes:
+    """Arrow IPC stream bytes of ``frame`` (schema included, also when empty)."""
+    sink = io.BytesIO()
+    frame.write_ipc_stream(sink, compression="uncompressed")
+    return sink.getvalue()
+
+
+def from_ipc(payload: bytes | memoryview) -> pl.DataFrame:
+    """Inverse of :func:`to_ipc`."""
+    return pl.read_ipc_stream(io.BytesIO(payload))
+
+
+def concat_frames(frames: Sequence[pl.DataFrame], schema: pl.Schema | None = None) -> pl.DataFrame:
+    """Vertical concatenation in the given order; an empty list gives an empty ``schema`` frame."""
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat(frames, how="vertical", rechunk=False)
+
+
+def _canonical(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A key value whose hash is process-independent and equal for equal keys.
+
+    Categoricals hash their string (codes differ between processes); ``-0.0`` becomes ``0.0``.
+    """
+    if isinstance(dtype, pl.Categorical | pl.Enum):
+        return expr.cast(pl.String)
+    if dtype.is_float():
+        return expr + 0.0
+    return expr
+
+
+def partition_ids(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) -> pl.Series:
+    """Destination of each row: a hash of its key values modulo ``nparts``."""
+    named = [k if k.meta.has_multiple_outputs() else k.alias(f"__k{i}") for i, k in enumerate(keys)]
+    values = frame.select(named)
+    values.columns = [f"__k{i}" for i in range(values.width)]
+    canonical = [
+        _canonical(pl.col(name), dtype).alias(name) for name, dtype in values.schema.items()
+    ]
+    hashed = values.select(pl.struct(canonical).hash(*_HASH_SEEDS) % nparts)
+    return hashed.to_series()
+
+
+def hash_partition(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) -> list[pl.DataFrame]:
+    """Split ``frame`` into ``nparts`` frames by key hash, keeping row order within each."""
+    if nparts == 1:
+        return [frame]
+    ids = partition_ids(frame, keys, nparts).alias("__polars_hpc_dest")
+    tagged = frame.with_columns(ids)
+    groups = tagged.partition_by("__polars_hpc_dest", as_dict=True, include_key=False)
+    empty = frame.clear()
+    return [groups.get((dest,), empty) for dest in range(nparts)]
+
+
+def range_destinations(
+    keys: pl.DataFrame,
+    splitters: pl.DataFrame,
+    *,
+    descending: list[bool],
+    nulls_last: list[bool],
+) -> pl.Series:
+    """Rank of each row of ``keys`` under the sort order: how many splitters sort before it.
+
+    Splitters go after the rows in a stable sort, so a row equal to splitter ``j`` goes to rank
+    ``j`` on every rank alike: equal keys never straddle two ranks, which keeps sorts stable.
+    """
+    rows = keys.with_columns(
+        pl.lit(False).alias("__split"), pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")
+    )
+    cuts = splitters.with_columns(
+        pl.lit(True).alias("__split"), pl.lit(None, pl.Int64).alias("__row")
+    )
+    ordered = pl.concat([rows, cuts]).sort(
+        keys.columns, descending=descending, nulls_last=nulls_last, maintain_order=True
+    )
+    ordered = ordered.with_columns(pl.col("__split").cast(pl.UInt32).cum_sum().alias("__dest"))
+    return ordered.filter(~pl.col("__split")).sort("__row")["__dest"]

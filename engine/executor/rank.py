@@ -1,0 +1,455 @@
+"""The rank executor: where a plan meets a communicator. Every rank runs the same plan (SPMD).
+
+Each plan node becomes, on each rank, a stream of partitions in order. A partition is either a
+materialized frame or the DSL JSON of a lazy fragment (a scan slice and the row-wise work on
+it), so the next consumer's own work fuses into it and polars pushes projections and predicates
+down to the files. Exchanges are collective: every rank reaches them in the same order and draws
+the same tags, and received frames are concatenated in source-rank order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from engine.comm.base import Communicator
+from engine.executor.exchange import ROOT, SpillPolicy, allgather_frames, gather_to_root, shuffle
+from engine.executor.fragments import FragmentRunner
+from engine.executor.frames import concat_frames, hash_partition, range_destinations
+from engine.plan import dsl
+from engine.plan.nodes import (
+    Aggregate,
+    Concat,
+    Distinct,
+    DistributedPlan,
+    FrameSource,
+    Join,
+    PlanNode,
+    RowIndex,
+    RowWise,
+    ScanSource,
+    SingleRank,
+    Slice,
+    Sort,
+    TopK,
+    Window,
+)
+from engine.plan.planner import WINDOW_SEQ
+
+__all__ = ["Part", "PartitionLimits", "RankExecutor", "rank_row_range"]
+
+Part = pl.DataFrame | str
+"""A partition: a frame in memory, or the DSL JSON of a lazy fragment producing it."""
+
+_SEQ: Final = WINDOW_SEQ
+_SEQ_RANK_SHIFT: Final = 40
+_COMBINE: Final[dict[str, Callable[[pl.Expr], pl.Expr]]] = {
+    "sum": pl.Expr.sum,
+    "min": pl.Expr.min,
+    "max": pl.Expr.max,
+    "nan_min": pl.Expr.nan_min,
+    "nan_max": pl.Expr.nan_max,
+    "first": pl.Expr.first,
+    "last": pl.Expr.last,
+}
+_MAX_PENDING_PARTIALS: Final = 16
+_SAMPLES_PER_RANK: Final = 128
+
+
+@dataclass(frozen=True)
+class PartitionLimits:
+    """How much input a rank processes at a time (from ``StreamingOptions``)."""
+
+    target_partition_size: int = 128 * 1024 * 1024
+    max_rows_per_partition: int = 1_000_000
+
+    def rows_per_partition(self, bytes_per_row: float) -> int:
+        """Rows per partition: whichever of the byte and row limits comes first."""
+        by_bytes = int(self.target_partition_size // max(bytes_per_row, 1.0))
+        return max(1, min(self.max_rows_per_partition, by_bytes))
+
+
+def rank_row_range(total_rows: int, rank: int, nranks: int) -> tuple[int, int]:
+    """Rows ``[start, end)`` of rank ``rank``: the r-th of ``nranks`` contiguous slices.
+
+    >>> [rank_row_range(10, r, 3) for r in range(3)]
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    return total_rows * rank // nranks, total_rows * (rank + 1) // nranks
+
+
+class RankExecutor:
+    """Runs a :class:`DistributedPlan` on one rank.
+
+    Parameters
+    ----------
+    plan
+        The plan every rank runs.
+    comm
+        This rank's communicator (``comm.rank``, ``comm.nranks``).
+    frames
+        This rank's row range of each in-memory frame of the plan, by frame index.
+    tags
+        Source of message tags; every rank draws them in the same order.
+    limits
+        Partition sizes.
+    runner
+        Runs fragments with polars (CPU or GPU).
+    spill
+        Where received shuffle data goes past the rank's memory budget.
+    """
+
+    def __init__(
+        self,
+        plan: DistributedPlan,
+        comm: Communicator,
+        frames: Sequence[pl.DataFrame],
+        tags: Callable[[], int],
+        limits: PartitionLimits | None = None,
+        runner: FragmentRunner | None = None,
+        spill: SpillPolicy | None = None,
+    ) -> None:
+        self.plan = plan
+        self.comm = comm
+        self.frames = frames
+        self.tags = tags
+        self.limits = limits or PartitionLimits()
+        self.runner = runner or FragmentRunner()
+        self.spill = spill or SpillPolicy()
+
+    def run(self) -> list[pl.DataFrame]:
+        """This rank's part of the result, as materialized partitions in order."""
+        if self.plan.root is None:
+            raise ValueError("this plan runs on the client (root is None), not on ranks")
+        return [self.materialize(part) for part in self.stream(self.plan.root)]
+
+    def stream(self, node: PlanNode) -> Iterator[Part]:
+        """Partitions of ``node`` on this rank, in order."""
+        handler = _STREAMS[type(node)]
+        yield from handler(self, node)
+
+    def materialize(self, part: Part) -> pl.DataFrame:
+        """Run a lazy partition (or pass a frame through)."""
+        return part if isinstance(part, pl.DataFrame) else self.runner.collect(self.lazy(part))
+
+    def lazy(self, part: Part) -> pl.LazyFrame:
+        """A LazyFrame over a partition, for the consumer to add its own work to."""
+        return self.runner.lazy(part)
+
+    # sources ---------------------------------------------------------------------------
+
+    def _scan(self, node: ScanSource) -> Iterator[Part]:
+        start, end = rank_row_range(node.total_rows, self.comm.rank, self.comm.nranks)
+        step = self.limits.rows_per_partition(node.bytes_per_row)
+        if start == end:
+            yield dsl.slice_leaf(node.scan_json, start, 0)
+        for offset in range(start, end, step):
+            yield dsl.slice_leaf(node.scan_json, offset, min(step, end - offset))
+
+    def _frame(self, node: FrameSource) -> Iterator[Part]:
+        frame = self.frames[node.frame_index]
+        step = self.limits.rows_per_partition(node.bytes_per_row)
+        if frame.height == 0:
+            yield frame
+        for offset in range(0, frame.height, step):
+            yield frame.slice(offset, step)
+
+    # row-wise --------------------------------------------------------------------------
+
+    def _row_wise(self, node: RowWise) -> Iterator[Part]:
+        for part in self.stream(node.input):
+            if isinstance(part, str):
+                yield dsl.fill_leaves(node.template, [part])
+            else:
+                yield self.runner.run_template(node.template, [part])
+
+    # exchanges -------------------------------------------------------------------------
+
+    def _aggregate(self, node: Aggregate) -> Iterator[Part]:
+        keys = [dsl.expr_from_json(k) for k in node.keys]
+        if node.outputs is None:
+            received = self._shuffle_raw_rows(node, keys)
+            result = self._aggregate_raw(node, keys, received)
+        else:
+            received = self._shuffle_partials(node, keys)
+            result = self._finish_partials(node, received)
+        if node.maintain_order:
+            result = self._order_by_first_appearance(result)
+        if result is None:
+            yield pl.DataFrame(schema=node.output_schema)
+        else:
+            yield result.select(node.output_schema.names()).cast(dict(node.output_schema))
+
+    def _sequenced(self, node: Aggregate) -> Iterator[pl.LazyFrame]:
+        """Input partitions as LazyFrames; with ``maintain_order`` numbered in global order."""
+        offset = self.comm.rank << _SEQ_RANK_SHIFT
+        for part in self.stream(node.input):
+            if not node.maintain_order:
+                yield self.lazy(part)
+                continue
+            frame = self.materialize(part)
+            seq = pl.int_range(pl.len(), dtype=pl.Int64) + offset
+            yield frame.lazy().with_columns(seq.alias(_SEQ))
+            offset += frame.height
+
+    def _partial_exprs(self, node: Aggregate) -> tuple[list[pl.Expr], list[pl.Expr]]:
+        assert node.outputs is not None
+        partial, combine = [], []
+        for output in node.outputs:
+            for part in output.parts:
+                partial.append(dsl.expr_from_json(part.partial))
+                combine.append(_COMBINE[part.combine](pl.col(part.name)).alias(part.name))
+        if node.maintain_order:
+            partial.append(pl.col(_SEQ).min())
+            combine.append(pl.col(_SEQ).min())
+        return partial, combine
+
+    def _combine(self, node: Aggregate, frames: list[pl.DataFrame]) -> pl.DataFrame:
+        _, combine = self._partial_exprs(node)
+        frame = concat_frames(frames)
+        if node.keys:
+            return frame.group_by(list(node.key_names)).agg(combine)
+        return frame.select(combine)
+
+    def _shuffle_partials(self, node: Aggregate, keys: list[pl.Expr]) -> list[pl.DataFrame]:
+        partial, _ = self._partial_exprs(node)
+        pending: list[pl.DataFrame] = []
+        for lf in self._sequenced(node):
+            agg = lf.group_by(keys).agg(partial) if keys else lf.select(partial)
+            pending.append(self.runner.collect(agg))
+            if len(pending) >= _MAX_PENDING_PARTIALS:
+                pending = [self._combine(node, pending)]
+        if not pending:
+            empty = pl.DataFrame(schema=node.input_schema).lazy()
+            if node.maintain_order:
+                empty = empty.with_columns(pl.lit(0, pl.Int64).alias(_SEQ))
+            agg = empty.group_by(keys).agg(partial) if keys else empty.select(partial)
+            pending.append(self.runner.collect(agg))
+        local = self._combine(node, pending)
+        if not node.keys:
+            return gather_to_root(self.comm, self.tags(), local)
+        key_columns = [pl.col(name) for name in node.key_names]
+        outgoing = hash_partition(local, key_columns, self.comm.nranks)
+        return shuffle(self.comm, self.tags(), outgoing, self.spill)
+
+    def _finish_partials(
+        self, node: Aggregate, received: list[pl.DataFrame]
+    ) -> pl.DataFrame | None:
+        if not received:
+            return None
+        assert node.outputs is not None
+        combined = self._combine(node, received)
+        finals: list[pl.Expr] = [pl.col(name) for name in node.key_names]
+        for output in node.outputs:
+            finals.append(dsl.expr_from_json(output.final).alias(output.name))
+        if node.maintain_order:
+            finals.append(pl.col(_SEQ))
+        return combined.select(finals)
+
+    def _shuffle_raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> list[pl.DataFrame]:
+        columns = list(node.needed_columns or ())
+        if node.maintain_order:
+            columns.append(_SEQ)
+        frames = [self.runner.collect(lf.select(columns)) for lf in self._sequenced(node)]
+        local = concat_frames(frames)
+        if not node.keys:
+            return gather_to_root(self.comm, self.tags(), local)
+        return shuffle(
+            self.comm, self.tags(), hash_partition(local, keys, self.comm.nranks), self.spill
+        )
+
+    def _aggregate_raw(
+        self, node: Aggregate, keys: list[pl.Expr], received: list[pl.DataFrame]
+    ) -> pl.DataFrame | None:
+        if not received:
+            return None
+        aggs = [dsl.expr_from_json(a) for a in node.aggs]
+        if node.maintain_order:
+            aggs.append(pl.col(_SEQ).min())
+        rows = concat_frames(received).lazy()
+        query = rows.group_by(keys).agg(aggs) if keys else rows.select(aggs)
+        return self.runner.collect(query)
+
+    def _order_by_first_appearance(self, result: pl.DataFrame | None) -> pl.DataFrame | None:
+        """Groups in order of first appearance: gather to rank 0, sort by first row number."""
+        gathered = gather_to_root(self.comm, self.tags(), result)
+        if self.comm.rank != ROOT:
+            return None
+        return concat_frames(gathered).sort(_SEQ).drop(_SEQ)
+
+    def _slice(self, node: Slice) -> Iterator[Part]:
+        wanted = None if node.offset < 0 else node.offset + (node.length or 0)
+        frames: list[pl.DataFrame] = []
+        rows = 0
+        for part in self.stream(node.input):
+            if wanted is not None and rows >= wanted:
+                break
+            lf = self.lazy(part)
+            frame = self.runner.collect(lf.head(wanted - rows) if wanted is not None else lf)
+            frames.append(frame)
+            rows += frame.height
+        local = concat_frames(frames, node.output_schema)
+        local = local.head(wanted) if wanted is not None else local.tail(-node.offset)
+        gathered = gather_to_root(self.comm, self.tags(), local)
+        if self.comm.rank == ROOT:
+            yield concat_frames(gathered).slice(node.offset, node.length)
+        else:
+            yield pl.DataFrame(schema=node.output_schema)
+
+    def _single_rank(self, node: SingleRank) -> Iterator[Part]:
+        gathered = []
+        for child in node.inputs:
+            local = concat_frames([self.materialize(p) for p in self.stream(child)])
+            gathered.append(concat_frames(gather_to_root(self.comm, self.tags(), local)))
+        if self.comm.rank != ROOT:
+            yield pl.DataFrame(schema=node.output_schema)
+        elif not node.inputs:
+            yield self.runner.collect(dsl.lazyframe_from_dsl(node.template))
+        else:
+            yield self.runner.run_template(node.template, list(gathered))
+
+    def _local(self, node: PlanNode) -> pl.DataFrame:
+        """All of this rank's partitions of ``node``, materialized and concatenated."""
+        return concat_frames([self.materialize(part) for part in self.stream(node)])
+
+    def _join(self, node: Join) -> Iterator[Part]:
+        if node.strategy == "shuffle":
+            left = self._shuffle_on(self._local(node.left), node.left_keys, node.key_casts)
+            right = self._shuffle_on(self._local(node.right), node.right_keys, node.key_casts)
+            yield self.runner.run_template(node.template, [left, right])
+            return
+        broadcast_right = node.strategy == "broadcast_right"
+        small_side, streamed = (
+            (node.right, node.left) if broadcast_right else (node.left, node.right)
+        )
+        small = concat_frames(allgather_frames(self.comm, self.tags(), self._local(small_side)))
+        for part in self.stream(streamed):
+            inputs = [part, small] if broadcast_right else [small, part]
+            yield self.runner.run_template(node.template, inputs)
+
+    def _shuffle_on(
+        self,
+        frame: pl.DataFrame,
+        keys: Sequence[str],
+        casts: Sequence[pl.DataType | None] = (),
+    ) -> pl.DataFrame:
+        exprs = [dsl.expr_from_json(k) for k in keys]
+        if casts:
+            exprs = [e if c is None else e.cast(c) for e, c in zip(exprs, casts, strict=True)]
+        outgoing = hash_partition(frame, exprs, self.comm.nranks)
+        return concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill))
+
+    def _distinct(self, node: Distinct) -> Iterator[Part]:
+        local = self._local(node.input)
+        if node.maintain_order:
+            seq = pl.int_range(pl.len(), dtype=pl.Int64) + (self.comm.rank << _SEQ_RANK_SHIFT)
+            local = local.with_columns(seq.alias(_SEQ))
+        kept = self.runner.run_template(node.template, [self._shuffle_on(local, node.subset)])
+        if node.maintain_order:
+            ordered = self._order_by_first_appearance(kept)
+            yield kept.clear().drop(_SEQ) if ordered is None else ordered
+        else:
+            yield kept
+
+    def _sort(self, node: Sort) -> Iterator[Part]:
+        local = self._local(node.input)
+        if self.comm.nranks > 1:
+            by = [dsl.expr_from_json(b).alias(f"__s{i}") for i, b in enumerate(node.by)]
+            keys = local.select(by)
+            order = {"descending": list(node.descending), "nulls_last": list(node.nulls_last)}
+            ordered = keys.sort(keys.columns, maintain_order=True, **order)
+            step = max(1, ordered.height // _SAMPLES_PER_RANK)
+            samples = concat_frames(allgather_frames(self.comm, self.tags(), ordered[::step]))
+            samples = samples.sort(samples.columns, maintain_order=True, **order)
+            cuts = [samples.height * r // self.comm.nranks for r in range(1, self.comm.nranks)]
+            splitters = samples[cuts] if samples.height else samples
+            dest = range_destinations(keys, splitters, **order)
+            parts = local.with_columns(dest.alias("__dest")).partition_by(
+                "__dest", as_dict=True, include_key=False, maintain_order=True
+            )
+            outgoing = [parts.get((r,), local.clear()) for r in range(self.comm.nranks)]
+            local = concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill))
+        yield self.runner.run_template(node.template, [local])
+
+    def _top_k(self, node: TopK) -> Iterator[Part]:
+        best: pl.DataFrame | None = None
+        for part in self.stream(node.input):
+            candidates = self.runner.run_template(node.local_template, [part])
+            merged = candidates if best is None else concat_frames([best, candidates])
+            best = self.runner.run_template(node.local_template, [merged])
+        assert best is not None
+        gathered = gather_to_root(self.comm, self.tags(), best)
+        if self.comm.rank == ROOT:
+            yield self.runner.run_template(node.template, [concat_frames(gathered)])
+        else:
+            yield best.clear()
+
+    def _row_index(self, node: RowIndex) -> Iterator[Part]:
+        frames = [self.materialize(part) for part in self.stream(node.input)]
+        count = pl.DataFrame({"rows": [sum(f.height for f in frames)]})
+        counts = concat_frames(allgather_frames(self.comm, self.tags(), count))["rows"]
+        offset = node.offset + int(counts[: self.comm.rank].sum())
+        for frame in frames:
+            yield frame.with_row_index(node.name, offset=offset)
+            offset += frame.height
+
+    def _window(self, node: Window) -> Iterator[Part]:
+        local = self._local(node.input)
+        seq = pl.int_range(pl.len(), dtype=pl.Int64) + (self.comm.rank << _SEQ_RANK_SHIFT)
+        local = local.with_columns(seq.alias(_SEQ))
+        grouped = self._shuffle_on(local, node.keys)
+        evaluated = self.runner.run_template(node.template, [grouped])
+        home = (pl.col(_SEQ) // (1 << _SEQ_RANK_SHIFT)).cast(pl.UInt32)
+        parts = evaluated.with_columns(home.alias("__home")).partition_by(
+            "__home", as_dict=True, include_key=False, maintain_order=True
+        )
+        outgoing = [parts.get((r,), evaluated.clear()) for r in range(self.comm.nranks)]
+        back = concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill))
+        yield back.sort(_SEQ).drop(_SEQ)
+
+    def _concat(self, node: Concat) -> Iterator[Part]:
+        locals_ = [self._local(child) for child in node.inputs]
+        yield self.runner.run_template(node.template, self._rebalance(locals_, node.how))
+
+    def _rebalance(self, frames: list[pl.DataFrame], how: str) -> list[pl.DataFrame]:
+        """Move rows so rank q holds the q-th contiguous range of the result, per input.
+
+        Vertical: the inputs follow one another in one index space; horizontal: each input
+        has its own, aligned on row number (a short input's missing rows are the trailing ones).
+        """
+        heights = pl.DataFrame({"rows": [frame.height for frame in frames]})
+        table = [f["rows"].to_list() for f in allgather_frames(self.comm, self.tags(), heights)]
+        totals = [sum(rank_rows[i] for rank_rows in table) for i in range(len(frames))]
+        total = sum(totals) if how == "vertical" else max(totals, default=0)
+        nranks = self.comm.nranks
+        bounds = [total * q // nranks for q in range(nranks + 1)]
+        received = []
+        for i, frame in enumerate(frames):
+            base = sum(totals[:i]) if how == "vertical" else 0
+            start = base + sum(table[r][i] for r in range(self.comm.rank))
+            outgoing = []
+            for q in range(nranks):
+                lo, hi = max(bounds[q], start), min(bounds[q + 1], start + frame.height)
+                outgoing.append(frame.slice(lo - start, max(0, hi - lo)))
+            received.append(concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill)))
+        return received
+
+
+_STREAMS: Final[dict[type, Callable[[RankExecutor, PlanNode], Iterator[Part]]]] = {
+    ScanSource: RankExecutor._scan,
+    FrameSource: RankExecutor._frame,
+    RowWise: RankExecutor._row_wise,
+    Aggregate: RankExecutor._aggregate,
+    Slice: RankExecutor._slice,
+    SingleRank: RankExecutor._single_rank,
+    Join: RankExecutor._join,
+    Distinct: RankExecutor._distinct,
+    Sort: RankExecutor._sort,
+    TopK: RankExecutor._top_k,
+    RowIndex: RankExecutor._row_index,
+    Window: RankExecutor._window,
+    Concat: RankExecutor._concat,
+}

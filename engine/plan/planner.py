@@ -1,0 +1,400 @@
+"""Client-side planner: polars' DSL tree in, :class:`engine.plan.nodes.DistributedPlan` out.
+
+Pure: it reads the query and file metadata (row counts, sizes) but starts nothing, talks to no
+cluster and knows no communicator. Anything it cannot distribute becomes a :class:`SingleRank`
+node and a recorded :class:`Fallback`, so the answer is always polars' answer.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import polars as pl
+
+from engine.plan import dsl
+from engine.plan.nodes import (
+    Aggregate,
+    AggregateOutput,
+    Concat,
+    Distinct,
+    DistributedPlan,
+    Fallback,
+    FrameSource,
+    Join,
+    PlanNode,
+    RowIndex,
+    RowWise,
+    ScanSource,
+    SingleRank,
+    Slice,
+    Sort,
+    TopK,
+    Window,
+)
+from engine.plan.pruning import prune_columns
+
+__all__ = ["plan_lazyframe", "plan_query"]
+
+_FILE_FORMATS: Final = frozenset({"parquet", "csv", "ipc", "ndjson"})
+_ROW_WISE_MAP_FUNCTIONS: Final = frozenset({"Rename", "Explode", "Unnest", "FillNan"})
+_TEMP: Final = "__polars_hpc_p"
+_MAX_SLICE_LEN: Final = 2**32 - 1
+WINDOW_SEQ: Final = "__polars_hpc_seq"
+"""Column that carries each row's global position through a window's shuffle."""
+DEFAULT_BROADCAST_LIMIT: Final = 32 * 1024 * 1024
+
+
+def plan_lazyframe(
+    lf: pl.LazyFrame, *, broadcast_limit: int = DEFAULT_BROADCAST_LIMIT
+) -> DistributedPlan:
+    """Plan ``lf``; a query polars cannot serialize runs on the client (a recorded fallback).
+
+    ``broadcast_limit``: a join side estimated below this many bytes is sent to every rank.
+    """
+    dsl.check_polars_version()
+    try:
+        tree = dsl.serialize_plan(lf)
+    except Exception as error:  # polars raises several types for unserializable plans
+        reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
+        return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
+    return plan_query(tree, broadcast_limit=broadcast_limit)
+
+
+def plan_query(
+    tree: dsl.Node, *, broadcast_limit: int = DEFAULT_BROADCAST_LIMIT
+) -> DistributedPlan:
+    """Plan a DSL tree (as produced by :func:`engine.plan.dsl.serialize_plan`)."""
+    planner = _Planner(broadcast_limit)
+    root = planner.plan(prune_columns(tree))
+    schema = dsl.lazyframe_from_dsl(tree).collect_schema()
+    return DistributedPlan(root, schema, tuple(planner.fallbacks), tuple(planner.frames))
+
+
+@dataclass
+class _Planner:
+    broadcast_limit: int
+    fallbacks: list[Fallback] = field(default_factory=list)
+    frames: list[pl.DataFrame] = field(default_factory=list)
+
+    def plan(self, node: dsl.Node) -> PlanNode:
+        kind = dsl.node_kind(node)
+        handler: Callable[[dsl.Node], PlanNode | None] | None = _HANDLERS.get(kind)
+        planned = handler(self, node) if handler is not None else None
+        return planned if planned is not None else self.single_rank(node, _why_not(node))
+
+    def single_rank(
+        self, node: dsl.Node, reason: str, planned: tuple[PlanNode, ...] | None = None
+    ) -> SingleRank:
+        name = _node_name(node)
+        self.fallbacks.append(Fallback(name, reason))
+        inputs = dsl.node_inputs(node)
+        schema = dsl.lazyframe_from_dsl(node).collect_schema()
+        if inputs is None:
+            return SingleRank((), json.dumps(node), name, reason, schema)
+        markers = [dsl.leaf_marker(i) for i in range(len(inputs))]
+        template = json.dumps(dsl.with_inputs(node, markers))
+        if planned is None:
+            planned = tuple(self.plan(child) for child in inputs)
+        return SingleRank(planned, template, name, reason, schema)
+
+    def scan(self, node: dsl.Node) -> PlanNode | None:
+        file_format = dsl.scan_format(node)
+        paths = dsl.scan_sources(node)
+        if file_format not in _FILE_FORMATS or not paths:
+            return None
+        total_rows = dsl.lazyframe_from_dsl(node).select(pl.len()).collect().item()
+        size = sum(_file_sizes(paths))
+        return ScanSource(
+            json.dumps(node), file_format, tuple(paths), total_rows, size / max(total_rows, 1)
+        )
+
+    def frame(self, node: dsl.Node) -> PlanNode:
+        frame = dsl.lazyframe_from_dsl(node).collect()
+        self.frames.append(frame)
+        rows = frame.height
+        return FrameSource(len(self.frames) - 1, rows, frame.estimated_size() / max(rows, 1))
+
+    def row_wise(self, node: dsl.Node) -> PlanNode | None:
+        if dsl.node_kind(node) == "MapFunction" and dsl.row_index_parts(node) is not None:
+            name, offset = dsl.row_index_parts(node) or ("", 0)
+            (child,) = dsl.node_inputs(node) or []
+            return RowIndex(self.plan(child), name, offset)
+        if not _is_row_wise(node):
+            return self.window(node) or self.global_aggregate(node)
+        (child,) = dsl.node_inputs(node) or []
+        planned = self.plan(child)
+        own = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker()]))
+        name = _node_name(node)
+        if isinstance(planned, RowWise):
+            template = dsl.fill_leaves(own, [planned.template])
+            return RowWise(planned.input, template, (*planned.operations, name))
+        return RowWise(planned, own, (name,))
+
+    def window(self, node: dsl.Node) -> PlanNode | None:
+        kind = dsl.node_kind(node)
+        if kind not in ("Select", "HStack", "Filter"):
+            return None
+        exprs = [dsl.filter_predicate(node)] if kind == "Filter" else dsl.select_exprs(node)
+        keys = dsl.window_partition_keys(exprs)
+        if keys is None:
+            return None
+        (child,) = dsl.node_inputs(node) or []
+        with_seq = dsl.keep_column(dsl.with_inputs(node, [dsl.leaf_marker()]), WINDOW_SEQ)
+        return Window(self.plan(child), json.dumps(with_seq), keys, _node_name(node))
+
+    def global_aggregate(self, node: dsl.Node) -> PlanNode | None:
+        if dsl.node_kind(node) != "Select":
+            return None
+        exprs = dsl.select_exprs(node)
+        parts = [dsl.decompose_agg(e, f"{_TEMP}{i}") for i, e in enumerate(exprs)]
+        if any(p is None for p in parts):
+            return None
+        return self.aggregate(node, keys=[], aggs=exprs, maintain_order=False)
+
+    def group_by(self, node: dsl.Node) -> PlanNode | None:
+        parts = dsl.group_by_parts(node)
+        if parts is None:
+            return None
+        keys, aggs, maintain_order = parts
+        if not all(dsl.is_elementwise(k) for k in keys):
+            return None
+        return self.aggregate(node, keys=keys, aggs=aggs, maintain_order=maintain_order)
+
+    def aggregate(
+        self, node: dsl.Node, *, keys: list[Any], aggs: list[Any], maintain_order: bool
+    ) -> PlanNode | None:
+        (child,) = dsl.node_inputs(node) or []
+        input_schema = dsl.lazyframe_from_dsl(child).collect_schema()
+        output_schema = dsl.lazyframe_from_dsl(node).collect_schema()
+        key_names = tuple(output_schema.names()[: len(output_schema) - len(aggs)])
+        outputs = _decompose_all(aggs, output_schema, len(key_names))
+        needed = _needed_columns([*keys, *aggs])
+        if outputs is None and needed is None:
+            return None
+        return Aggregate(
+            input=self.plan(child),
+            keys=tuple(json.dumps(k) for k in keys),
+            key_names=key_names,
+            aggs=tuple(json.dumps(a) for a in aggs),
+            outputs=outputs,
+            maintain_order=maintain_order,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            needed_columns=needed,
+        )
+
+    def slice(self, node: dsl.Node) -> PlanNode:
+        (child,) = dsl.node_inputs(node) or []
+        offset, length = dsl.slice_bounds(node)
+        schema = dsl.lazyframe_from_dsl(node).collect_schema()
+        is_sort = dsl.node_kind(child) == "Sort" and dsl.sort_parts(child) is not None
+        if is_sort and offset >= 0:
+            (sorted_input,) = dsl.node_inputs(child) or []
+            chain = dsl.with_inputs(node, [dsl.with_inputs(child, [dsl.leaf_marker()])])
+            local = dsl.with_slice(chain, 0, min(offset + length, _MAX_SLICE_LEN))
+            return TopK(self.plan(sorted_input), json.dumps(local), json.dumps(chain), schema)
+        return Slice(self.plan(child), offset, length, schema)
+
+    def sort(self, node: dsl.Node) -> PlanNode | None:
+        parts = dsl.sort_parts(node)
+        if parts is None:
+            return None
+        (child,) = dsl.node_inputs(node) or []
+        template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker()]))
+        return Sort(self.plan(child), template, parts.by, parts.descending, parts.nulls_last)
+
+    def distinct(self, node: dsl.Node) -> PlanNode | None:
+        subset, maintain_order = dsl.distinct_parts(node)
+        (child,) = dsl.node_inputs(node) or []
+        if subset is None:
+            columns = dsl.lazyframe_from_dsl(child).collect_schema().names()
+            node = dsl.with_distinct_subset(node, columns)
+            subset, _ = dsl.distinct_parts(node)
+        template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker()]))
+        return Distinct(self.plan(child), template, subset, maintain_order)
+
+    def concat(self, node: dsl.Node) -> PlanNode | None:
+        horizontal = dsl.node_kind(node) == "HConcat"
+        if horizontal and not dsl.hconcat_is_plain(node):
+            return None
+        inputs = dsl.node_inputs(node) or []
+        markers = [dsl.leaf_marker(i) for i in range(len(inputs))]
+        template = json.dumps(dsl.with_inputs(node, markers))
+        planned = tuple(self.plan(child) for child in inputs)
+        return Concat(planned, template, "horizontal" if horizontal else "vertical")
+
+    def join(self, node: dsl.Node) -> PlanNode | None:
+        parts = dsl.join_parts(node)
+        if parts is None:
+            return None
+        left_node, right_node = dsl.node_inputs(node) or []
+        left, right = self.plan(left_node), self.plan(right_node)
+        strategy = _join_strategy(parts, _estimate(left), _estimate(right), self.broadcast_limit)
+        if strategy is None:
+            reason = "this join's order or validation needs one rank to see all rows"
+            return self.single_rank(node, reason, (left, right))
+        casts: tuple[pl.DataType | None, ...] = ()
+        if strategy == "shuffle":
+            casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
+        template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
+        return Join(
+            left, right, template, parts.how, strategy, parts.left_keys, parts.right_keys, casts
+        )
+
+
+_HANDLERS: Final[dict[str, Callable[[_Planner, dsl.Node], PlanNode | None]]] = {
+    "Scan": _Planner.scan,
+    "DataFrameScan": _Planner.frame,
+    "Filter": _Planner.row_wise,
+    "Select": _Planner.row_wise,
+    "HStack": _Planner.row_wise,
+    "MapFunction": _Planner.row_wise,
+    "GroupBy": _Planner.group_by,
+    "Slice": _Planner.slice,
+    "Sort": _Planner.sort,
+    "Distinct": _Planner.distinct,
+    "Join": _Planner.join,
+    "Union": _Planner.concat,
+    "HConcat": _Planner.concat,
+}
+
+_BROADCAST_RIGHT_OK: Final = frozenset({"inner", "left", "semi", "anti", "cross"})
+_BROADCAST_LEFT_OK: Final = frozenset({"inner", "right", "cross"})
+
+
+def _join_strategy(
+    parts: dsl.JoinParts, left_bytes: float, right_bytes: float, limit: int
+) -> str | None:
+    """``broadcast_right``, ``broadcast_left``, ``shuffle``, or ``None`` (single rank).
+
+    A broadcast side must be one whose unmatched rows are not emitted (else every rank would
+    emit them); join validation needs all rows of a key together, which only a shuffle gives;
+    a join that keeps one side's order keeps that side partitioned and in place.
+    """
+    order = parts.maintain_order
+    validated = parts.validation != "ManyToMany"
+    right_ok = (
+        parts.how in _BROADCAST_RIGHT_OK and order not in ("Right", "RightLeft") and not validated
+    )
+    left_ok = (
+        parts.how in _BROADCAST_LEFT_OK and order not in ("Left", "LeftRight") and not validated
+    )
+    if parts.how == "cross":
+        left_ok = left_ok and order == "None"
+    if right_ok and right_bytes <= limit and (right_bytes <= left_bytes or not left_ok):
+        return "broadcast_right"
+    if left_ok and left_bytes <= limit:
+        return "broadcast_left"
+    if parts.how != "cross" and order == "None":
+        return "shuffle"
+    if right_ok:
+        return "broadcast_right"
+    return "broadcast_left" if left_ok else None
+
+
+def _key_casts(
+    left: dsl.Node, left_keys: tuple[str, ...], right: dsl.Node, right_keys: tuple[str, ...]
+) -> tuple[pl.DataType | None, ...]:
+    """Per key, the dtype both sides hash as (``None``: same dtype, hash as is)."""
+
+    def dtypes(side: dsl.Node, keys: tuple[str, ...]) -> list[pl.DataType]:
+        exprs = [dsl.expr_from_json(k).alias(f"__k{i}") for i, k in enumerate(keys)]
+        return list(dsl.lazyframe_from_dsl(side).select(exprs).collect_schema().values())
+
+    casts: list[pl.DataType | None] = []
+    for a, b in zip(dtypes(left, left_keys), dtypes(right, right_keys), strict=True):
+        if a == b:
+            casts.append(None)
+        elif a.is_integer() and b.is_integer():
+            casts.append(pl.Int64())
+        elif a.is_numeric() and b.is_numeric():
+            casts.append(pl.Float64())
+        else:
+            casts.append(pl.String())
+    return tuple(casts)
+
+
+def _estimate(node: PlanNode) -> float:
+    """Upper estimate of a plan's output bytes (file sizes and frame sizes flow upwards)."""
+    if isinstance(node, ScanSource | FrameSource):
+        return node.total_rows * node.bytes_per_row
+    if isinstance(node, Join):
+        return _estimate(node.left) + _estimate(node.right)
+    if isinstance(node, SingleRank | Concat):
+        return sum(_estimate(child) for child in node.inputs)
+    return _estimate(node.input)
+
+
+def _is_row_wise(node: dsl.Node) -> bool:
+    kind = dsl.node_kind(node)
+    if kind == "Filter":
+        return dsl.is_elementwise(dsl.node_body(node)["predicate"])
+    if kind in ("Select", "HStack"):
+        exprs = dsl.select_exprs(node)
+        broadcasts_a_scalar = kind == "Select" and not dsl.references_columns(exprs)
+        return not broadcasts_a_scalar and all(dsl.is_elementwise(e) for e in exprs)
+    if kind == "MapFunction":
+        return dsl.map_function_name(node) in _ROW_WISE_MAP_FUNCTIONS
+    return False
+
+
+def _decompose_all(
+    aggs: list[Any], output_schema: pl.Schema, n_keys: int
+) -> tuple[AggregateOutput, ...] | None:
+    """Partial/final split of every aggregation, or ``None`` if any one does not decompose."""
+    names = output_schema.names()[n_keys:]
+    if len(names) != len(aggs):
+        return None
+    outputs = []
+    for index, (agg, name) in enumerate(zip(aggs, names, strict=True)):
+        parts = dsl.decompose_agg(agg, f"{_TEMP}{index}")
+        if parts is None:
+            return None
+        if parts.has_mean and not output_schema[name].is_float():
+            return None
+        outputs.append(AggregateOutput(name, parts.final, parts.parts))
+    return tuple(outputs)
+
+
+def _needed_columns(exprs: list[Any]) -> tuple[str, ...] | None:
+    """Columns the expressions read, or ``None`` when a selector makes that unknowable."""
+    if any(isinstance(e, dict) and "Selector" in e for x in exprs for e in dsl.walk_exprs(x)):
+        return None
+    names: dict[str, None] = {}
+    for expr in exprs:
+        for name in dsl.expr_from_json(json.dumps(expr)).meta.root_names():
+            names[name] = None
+    return tuple(names)
+
+
+def _node_name(node: dsl.Node) -> str:
+    kind = dsl.node_kind(node)
+    return f"{kind}({dsl.map_function_name(node)})" if kind == "MapFunction" else kind
+
+
+def _why_not(node: dsl.Node) -> str:
+    kind = dsl.node_kind(node)
+    if kind in ("Select", "HStack", "Filter"):
+        return "its expressions are not all elementwise (they need the whole frame)"
+    if kind == "GroupBy":
+        return "rolling/dynamic/map_groups group_by, or keys that are not elementwise"
+    if kind == "Scan":
+        return "the scan reads no local files of a supported format"
+    return "the distributed planner does not support this node yet"
+
+
+def _file_sizes(paths: list[str]) -> list[int]:
+    """Sizes of the files behind paths, globs and hive directories (an estimate input only)."""
+    sizes = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                sizes.extend(os.path.getsize(os.path.join(root, f)) for f in files)
+        else:
+            sizes.extend(os.path.getsize(p) for p in glob.glob(path, recursive=True))
+    return sizes

@@ -1,0 +1,125 @@
+"""Column pruning across stage boundaries: a DSL-to-DSL rewrite before planning.
+
+Polars prunes columns inside each fragment it runs, but a fragment boundary (a shuffle, a
+broadcast) would otherwise carry every column its producer has. This pass walks the query top
+down with the set of columns each node's consumers read, and wraps scans and join outputs in a
+``select`` of just those columns, so only they are read and cross the network. Unknown nodes
+and selectors keep everything (never a wrong answer, only less pruning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from engine.plan import dsl
+
+__all__ = ["prune_columns"]
+
+_WRAP_OUTPUT_OF: Final = frozenset({"Scan", "DataFrameScan", "Join", "GroupBy"})
+
+Needed = set[str] | None
+"""Columns a node's consumers read; ``None`` for all of them."""
+
+
+def prune_columns(tree: dsl.Node) -> dsl.Node:
+    """``tree`` with projections inserted where consumers read fewer columns than produced."""
+    return _prune(tree, None)
+
+
+def _schema_names(node: dsl.Node) -> list[str]:
+    return dsl.lazyframe_from_dsl(node).collect_schema().names()
+
+
+def _prune(node: dsl.Node, needed: Needed) -> dsl.Node:
+    inputs = dsl.node_inputs(node)
+    kind = dsl.node_kind(node)
+    if inputs:
+        rule = _RULES.get(kind)
+        child_needs = rule(node, needed) if rule is not None else [None] * len(inputs)
+        node = dsl.with_inputs(
+            node, [_prune(c, n) for c, n in zip(inputs, child_needs, strict=True)]
+        )
+    if needed is None or kind not in _WRAP_OUTPUT_OF:
+        return node
+    names = _schema_names(node)
+    keep = [name for name in names if name in needed] or names[:1]
+    return node if len(keep) == len(names) else dsl.select_columns_node(node, keep)
+
+
+def _union(needed: Needed, more: set[str] | None) -> Needed:
+    return None if needed is None or more is None else needed | more
+
+
+def _select(node: dsl.Node, needed: Needed) -> list[Needed]:
+    return [dsl.expr_roots(dsl.select_exprs(node))]
+
+
+def _hstack(node: dsl.Node, needed: Needed) -> list[Needed]:
+    return [_union(needed, dsl.expr_roots(dsl.select_exprs(node)))]
+
+
+def _filter(node: dsl.Node, needed: Needed) -> list[Needed]:
+    return [_union(needed, dsl.expr_roots([dsl.filter_predicate(node)]))]
+
+
+def _group_by(node: dsl.Node, needed: Needed) -> list[Needed]:
+    parts = dsl.group_by_parts(node)
+    if parts is None:
+        return [None]
+    keys, aggs, _ = parts
+    return [dsl.expr_roots([*keys, *aggs])]
+
+
+def _sort(node: dsl.Node, needed: Needed) -> list[Needed]:
+    return [_union(needed, dsl.expr_roots(dsl.sort_keys(node)))]
+
+
+def _slice(node: dsl.Node, needed: Needed) -> list[Needed]:
+    return [needed]
+
+
+def _distinct(node: dsl.Node, needed: Needed) -> list[Needed]:
+    subset = dsl.distinct_subset(node)
+    return [None if subset is None else _union(needed, dsl.expr_roots(subset))]
+
+
+def _map_function(node: dsl.Node, needed: Needed) -> list[Needed]:
+    if needed is None:
+        return [None]
+    row_index = dsl.row_index_parts(node)
+    if row_index is not None:
+        return [needed - {row_index[0]}]
+    mapping = dsl.rename_mapping(node)
+    if mapping is not None:
+        return [{mapping.get(name, name) for name in needed} | set(mapping.values())]
+    return [None]
+
+
+def _join(node: dsl.Node, needed: Needed) -> list[Needed]:
+    keys = dsl.join_key_exprs(node)
+    if needed is None or keys is None:
+        return [None, None]
+    how, suffix = dsl.join_how_and_suffix(node)
+    left_node, right_node = dsl.node_inputs(node) or []
+    left_names = set(_schema_names(left_node))
+    right_names = _schema_names(right_node)
+    left_keys, right_keys = dsl.expr_roots(keys[0]), dsl.expr_roots(keys[1])
+    left = _union(needed & left_names, left_keys)
+    if how in ("semi", "anti"):
+        return [left, right_keys]
+    wanted = {n for n in right_names if n in needed or f"{n}{suffix}" in needed}
+    return [left, _union(wanted, right_keys)]
+
+
+_RULES: Final[dict[str, Callable[[dsl.Node, Needed], list[Needed]]]] = {
+    "Select": _select,
+    "HStack": _hstack,
+    "Filter": _filter,
+    "GroupBy": _group_by,
+    "Sort": _sort,
+    "Slice": _slice,
+    "Distinct": _distinct,
+    "MapFunction": _map_function,
+    "Join": _join,
+}
