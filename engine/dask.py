@@ -113,6 +113,7 @@ class DaskEngine(pl.Engine):
                 self._client,
                 transport=self.options.transport,
                 timeout_s=self.options.comm_timeout_s,
+                ucxx_fast_same_host=self.options.ucxx_fast_same_host,
             )
             self._workers = list(self._comm.worker_addresses)
         except BaseException:
