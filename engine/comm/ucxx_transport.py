@@ -83,6 +83,18 @@ def ucxx_importable() -> bool:
 
 
 def _import_ucxx() -> Any:
+    """Import ucxx against the UCX its wheel ships, not whatever UCX the node has installed.
+
+    HPC nodes often carry an older system UCX (with Open MPI/HPC-X) that the dynamic loader finds
+    first; ucxx then refuses it ("Support for UCX 1.16.0 has ended", seen on the GPU test
+    machines). ``libucx.load_library()`` preloads the wheel's own libraries.
+    """
+    try:
+        import libucx
+    except ImportError:
+        pass
+    else:
+        libucx.load_library()
     import ucxx._lib.libucxx as ucx_api
 
     return ucx_api

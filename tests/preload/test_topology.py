@@ -124,6 +124,16 @@ def test_pcie_box_with_one_nic(machine: Callable[[str], Path]) -> None:
     ]
 
 
+def test_recorded_four_gpu_h200_vm(machine: Callable[[str], Path]) -> None:
+    """Recorded on the lent 4x H200 VM: no NUMA info, 64 CPUs, one virtio NIC for all GPUs."""
+    assert plan(machine("h200x4_vm"), "h200x4_vm", {}) == [
+        ("0", "-", "0-15", "host-bridge", "eth0"),
+        ("1", "-", "16-31", "host-bridge", "eth0"),
+        ("2", "-", "32-47", "host-bridge", "eth0"),
+        ("3", "-", "48-63", "host-bridge", "eth0"),
+    ]
+
+
 def test_fewer_cores_than_workers_splits_hyperthreads(machine: Callable[[str], Path]) -> None:
     """One core (CPUs 0 and 64) for two GPUs: one hyperthread each, still disjoint."""
     rows = plan(machine("pcie_4gpu"), "pcie_4gpu", {"CUDA_VISIBLE_DEVICES": "0,1"}, "0,64")
@@ -189,7 +199,9 @@ def test_cli_records_nvml_for_replay(
     assert "mlx5_11:1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["dgx_h100", "grace_hopper", "pcie_4gpu", "virtio_vm"])
+@pytest.mark.parametrize(
+    "name", ["dgx_h100", "grace_hopper", "pcie_4gpu", "virtio_vm", "h200x4_vm"]
+)
 def test_recording_a_node_reproduces_its_tree(
     name: str, machine: Callable[[str], Path], tmp_path: Path
 ) -> None:
