@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import threading
 import uuid
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
     from distributed import Client
 
 __all__ = ["CommGroup", "communicator_for", "open_communicators", "resolve_transport"]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S: Final = 30.0
+"""How long closing a communicator waits for the workers before it gives up and logs."""
 
 WORKER_ATTRIBUTE: Final = "polars_hpc_communicators"
 """Attribute of the Dask ``Worker`` holding ``{comm_id: PeerCommunicator}``."""
@@ -279,5 +285,23 @@ def _close_everywhere(client: Client, comm_id: str, workers: list[str] | None) -
     alive = set(client.scheduler_info(n_workers=-1)["workers"])
     if workers is not None:
         alive &= set(workers)
-    if alive:
-        client.run(_close_on_worker, comm_id, workers=sorted(alive), on_error="return")
+    if not alive:
+        return
+
+    async def close_with_deadline() -> None:
+        # Client.run has no timeout of its own; a wedged worker must not hang the client's close.
+        await asyncio.wait_for(
+            client._run(_close_on_worker, comm_id, workers=sorted(alive), on_error="return"),
+            timeout=CLOSE_TIMEOUT_S,
+        )
+
+    try:
+        client.sync(close_with_deadline)
+    except TimeoutError:
+        logger.warning(
+            "closing communicator %s did not finish within %.0f s on %s; the workers' own "
+            "shutdown closes what is left",
+            comm_id,
+            CLOSE_TIMEOUT_S,
+            ", ".join(sorted(alive)),
+        )
