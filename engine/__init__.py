@@ -1,0 +1,1 @@
+"""DaskEngine, its options, the communicator, the planner and the rank executor."""

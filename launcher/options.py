@@ -1,0 +1,166 @@
+"""What the user asked ``python -m launcher.run`` for: one frozen, typed, validated object.
+
+The command line is parsed into :class:`LaunchOptions` here and nowhere else, so planning
+(:mod:`launcher.spec`) and doing (:mod:`launcher.run`) read typed fields, never ``argparse``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, get_args
+
+__all__ = ["DEFAULT_SCRIPT", "LaunchOptions", "Protocol", "build_parser", "parse_options"]
+
+Protocol = Literal["tls", "tcp", "ucxx"]
+
+DEFAULT_SCRIPT: Final = "launcher.demo"
+"""Module run when no script is given: the embedded default job."""
+
+_INSECURE_PROTOCOLS: Final = ("tcp", "ucxx")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchOptions:
+    """Launcher settings; every field has the command-line option of the same name.
+
+    >>> LaunchOptions(protocol="tcp")
+    Traceback (most recent call last):
+    ...
+    ValueError: protocol='tcp' sends data unencrypted and lets any local user join; pass ...
+    """
+
+    script: str | None = None
+    """Path of the user's script; ``None`` runs :data:`DEFAULT_SCRIPT`."""
+    script_args: tuple[str, ...] = ()
+    """Arguments the script sees in ``sys.argv[1:]``."""
+    protocol: Protocol = "tls"
+    """Wire protocol of the cluster; ``tls`` unless ``insecure``."""
+    insecure: bool = False
+    """Turn TLS off (``tcp``): any user who can reach the port may then run code as you."""
+    scheduler_interface: str | None = None
+    """Network interface the scheduler binds to (``ib0``); default: the host's job address."""
+    worker_interface: str | None = None
+    """Network interface the workers bind to; default: as the scheduler."""
+    scheduler_file: Path | None = None
+    """Exchange the scheduler address through this file (a shared filesystem) instead."""
+    dashboard_port: int | None = 8787
+    """Port of the scheduler's dashboard (a free one if taken); ``None``: no dashboard."""
+    worker_timeout_s: float = 120.0
+    """Seconds rank 0 waits for every worker to join before it gives up, naming the missing."""
+    memory_limit_bytes: int | None = None
+    """Memory limit of each worker; default: node RAM / ranks on the node."""
+    dry_run: bool = False
+    """Print the plan of every rank and exit without starting anything."""
+    job_dir: Path | None = field(default=None)
+    """Private (0700) directory for per-job certificates; default: ``~/.polars-hpc/jobs``."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in get_args(Protocol):
+            raise ValueError(
+                f"protocol={self.protocol!r} is not one of {', '.join(get_args(Protocol))}"
+            )
+        if self.protocol in _INSECURE_PROTOCOLS and not self.insecure:
+            raise ValueError(
+                f"protocol={self.protocol!r} sends data unencrypted and lets any local user "
+                "join; pass --insecure as well to accept that, or use --protocol tls"
+            )
+        if self.worker_timeout_s <= 0:
+            raise ValueError(f"worker_timeout_s={self.worker_timeout_s} must be positive")
+        if self.dashboard_port is not None and not 0 <= self.dashboard_port < 65536:
+            raise ValueError(f"dashboard_port={self.dashboard_port} is not a TCP port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m launcher.run`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m launcher.run",
+        description=(
+            "Run a Python script on a Dask cluster made of every rank of an srun/mpiexec "
+            "job (each rank: one worker; rank 0 also the scheduler and the script). Outside "
+            "a launcher: a local cluster. Without a script: the demo job (launcher.demo)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  srun -N 2 --ntasks-per-node=4 --gpus-per-task=1 python -m launcher.run query.py\n"
+            "  mpiexec -n 4 python -m launcher.run query.py --input /data\n"
+            "  python -m launcher.run --dry-run query.py"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("script", nargs="?", help="Python script to run (default: the demo)")
+    parser.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments of the script")
+    parser.add_argument(
+        "--protocol",
+        choices=get_args(Protocol),
+        help="cluster protocol (default: tls; tcp with --insecure)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no TLS: any user who can reach the scheduler may run code as you",
+    )
+    parser.add_argument("--interface", help="network interface of scheduler and workers (ib0)")
+    parser.add_argument("--scheduler-interface", help="network interface of the scheduler")
+    parser.add_argument("--worker-interface", help="network interface of the workers")
+    parser.add_argument(
+        "--scheduler-file",
+        type=Path,
+        help="exchange the scheduler address through this file (needs a shared filesystem)",
+    )
+    parser.add_argument(
+        "--dashboard-port", type=int, default=8787, help="dashboard port (default 8787)"
+    )
+    parser.add_argument("--no-dashboard", action="store_true", help="start no dashboard")
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long rank 0 waits for all workers (default 120)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=int,
+        metavar="BYTES",
+        help="memory limit per worker (default: node RAM / ranks on the node)",
+    )
+    parser.add_argument(
+        "--job-dir",
+        type=Path,
+        help="private directory for per-job TLS files (default ~/.polars-hpc)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print every rank's plan and start nothing"
+    )
+    return parser
+
+
+def parse_options(argv: Sequence[str] | None) -> LaunchOptions:
+    """Parse a command line into :class:`LaunchOptions`; bad values exit with a usage error.
+
+    >>> parse_options(["--insecure", "q.py", "--rows", "5"]).script_args
+    ('--rows', '5')
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    protocol = args.protocol or ("tcp" if args.insecure else "tls")
+    try:
+        return LaunchOptions(
+            script=args.script,
+            script_args=tuple(args.script_args),
+            protocol=protocol,
+            insecure=args.insecure,
+            scheduler_interface=args.scheduler_interface or args.interface,
+            worker_interface=args.worker_interface or args.interface,
+            scheduler_file=args.scheduler_file.expanduser() if args.scheduler_file else None,
+            dashboard_port=None if args.no_dashboard else args.dashboard_port,
+            worker_timeout_s=args.worker_timeout,
+            memory_limit_bytes=args.memory_limit,
+            dry_run=args.dry_run,
+            job_dir=args.job_dir.expanduser() if args.job_dir else None,
+        )
+    except ValueError as error:
+        parser.error(str(error))

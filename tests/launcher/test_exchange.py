@@ -1,0 +1,104 @@
+"""Scheduler address exchange: scheduler files (stale ones skipped) and the Slurm rendezvous."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from launcher.contact import ClusterContact, job_identity
+from launcher.exchange import (
+    RendezvousServer,
+    fetch_from_rendezvous,
+    read_scheduler_file,
+    write_scheduler_file,
+)
+from launcher.security import new_tls_key_pair
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def contact(job: str, *, tls: bool = False) -> ClusterContact:
+    cert, key = new_tls_key_pair() if tls else (None, None)
+    return ClusterContact("tls://10.0.0.1:4000", job, 4, time.time(), cert, key)
+
+
+def test_scheduler_file_is_private_and_round_trips(tmp_path):
+    path = tmp_path / "sub" / "scheduler.json"
+    written = contact("77.0", tls=True)
+    write_scheduler_file(path, written)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    read = read_scheduler_file(path, is_current=lambda c: c.job == "77.0", timeout_s=1)
+    assert read == written
+
+
+def test_a_stale_scheduler_file_is_skipped_until_the_current_job_writes(tmp_path):
+    path = tmp_path / "scheduler.json"
+    write_scheduler_file(path, contact("76.0"))
+    writer = threading.Timer(0.3, write_scheduler_file, (path, contact("77.0")))
+    writer.start()
+    read = read_scheduler_file(path, is_current=lambda c: c.job == "77.0", timeout_s=10)
+    assert read.job == "77.0"
+
+
+def test_only_a_stale_file_times_out_naming_it(tmp_path):
+    path = tmp_path / "scheduler.json"
+    write_scheduler_file(path, contact("76.0"))
+    with pytest.raises(TimeoutError, match="holds job 76.0's scheduler .* an earlier job"):
+        read_scheduler_file(path, is_current=lambda c: c.job == "77.0", timeout_s=0.3)
+
+
+def test_job_identity_from_slurm_step():
+    assert job_identity({"SLURM_JOB_ID": "9", "SLURM_STEP_ID": "1"}) == "9.1"
+
+
+def test_insecure_rendezvous_hands_out_the_address_and_records_who_joined():
+    server = RendezvousServer(contact("88.0"), [0])
+    try:
+        got = fetch_from_rendezvous("127.0.0.1", [server.port], job="88.0", rank=3, timeout_s=5)
+        assert got.address == "tls://10.0.0.1:4000"
+        assert 3 in server.joined
+    finally:
+        server.close()
+
+
+def test_rendezvous_of_another_job_is_not_taken():
+    server = RendezvousServer(contact("88.0"), [0])
+    try:
+        with pytest.raises(TimeoutError, match="found no scheduler at the rendezvous"):
+            fetch_from_rendezvous("127.0.0.1", [server.port], job="99.0", rank=1, timeout_s=0.5)
+    finally:
+        server.close()
+
+
+def _munged_running() -> bool:
+    try:
+        return subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(
+    not _munged_running(), reason="munged is not running (the slurm fixture starts it)"
+)
+def test_secure_rendezvous_seals_the_key_with_munge():
+    sent = contact("88.1", tls=True)
+    server = RendezvousServer(sent, [0])
+    try:
+        got = fetch_from_rendezvous("127.0.0.1", [server.port], job="88.1", rank=1, timeout_s=5)
+        assert got.tls_key_pem == sent.tls_key_pem
+    finally:
+        server.close()
+
+
+def test_rendezvous_port_taken_falls_to_the_next_candidate():
+    first = RendezvousServer(contact("1.0"), [0])
+    try:
+        second = RendezvousServer(contact("2.0"), [first.port, 0])
+        assert second.port != first.port
+        second.close()
+    finally:
+        first.close()

@@ -1,0 +1,116 @@
+"""The launcher under a real Slurm (the ``slurm`` fixture): answers, exit status, clean exits."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.sbatch import SbatchJob, render_sbatch
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
+
+
+def test_srun_runs_the_query_on_four_ranks_and_returns_its_exit_status(slurm, job_dir, tools):
+    done = slurm.run(["srun", "-n", "4", *tools.launcher_command("q.py", "3")], cwd=job_dir)
+    assert "nranks=4 total=499500" in done.stdout, done.stderr
+    assert done.returncode == 3, done.stderr
+    assert "(rendezvous)" in done.stderr
+
+
+def test_a_raising_script_fails_the_step_and_prints_its_traceback_once(slurm, job_dir, tools):
+    done = slurm.run(["srun", "-n", "2", *tools.launcher_command("raising.py")], cwd=job_dir)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("ValueError: boom from the user script") == 1, done.stderr
+    assert 'File "raising.py", line 5, in <module>' in done.stderr
+
+
+def test_srun_with_pmi2_exchanges_the_address_over_mpi(slurm, job_dir, tools):
+    done = slurm.run(
+        ["srun", "--mpi=pmi2", "-n", "4", *tools.launcher_command("q.py")], cwd=job_dir
+    )
+    if "pmi2" in done.stderr and "plugin" in done.stderr.lower():
+        pytest.skip(f"this Slurm has no usable mpi/pmi2 plugin: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr
+    assert "nranks=4 total=499500" in done.stdout
+    assert "(mpi)" in done.stderr
+
+
+def test_sbatch_of_a_rendered_template_completes(slurm, job_dir):
+    job = SbatchJob(
+        script="q.py",
+        ntasks_per_node=2,
+        cpus_per_task=1,
+        time="00:05:00",
+        python=sys.executable,
+        launcher_args=("--no-dashboard",),
+    )
+    (job_dir / "job.sbatch").write_text(render_sbatch(job))
+    submitted = slurm.run(["sbatch", "--parsable", "job.sbatch"], cwd=job_dir)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    fields = slurm.wait_for_job(job_id)
+    log = (job_dir / f"polars-hpc-{job_id}.out").read_text()
+    assert fields["JobState"] == "COMPLETED", log
+    assert fields["ExitCode"] == "0:0"
+    assert "nranks=2 total=499500" in log
+
+
+def _start_sleeping_job(slurm, job_dir: Path, tools, ntasks: int) -> tuple[subprocess.Popen, str]:
+    """Start ``srun -n ntasks`` of a script that sleeps; return once all workers joined."""
+    marker = tools.unique_marker()
+    env = {**slurm.env, "POLARS_HPC_TEST_MARKER": marker}
+    with (job_dir / "out.txt").open("w") as out, (job_dir / "err.txt").open("w") as err:
+        step = subprocess.Popen(
+            ["srun", "-n", str(ntasks), *tools.launcher_command("sleeping.py")],
+            cwd=job_dir,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    tools.wait_until(
+        lambda: f"joined workers={ntasks}" in (job_dir / "out.txt").read_text(),
+        120,
+        f"{ntasks} ranks' workers to join",
+    )
+    return step, marker
+
+
+def _rank_process(tools, marker: str, rank: int):
+    for process in tools.processes_with_env("POLARS_HPC_TEST_MARKER", marker):
+        is_rank = "launcher.run" in " ".join(process.cmdline())
+        if is_rank and process.environ().get("SLURM_PROCID") == str(rank):
+            return process
+    raise AssertionError(f"no rank {rank} process")
+
+
+def test_scancel_leaves_no_process_behind(slurm, job_dir, tools):
+    step, marker = _start_sleeping_job(slurm, job_dir, tools, ntasks=2)
+    job_id = _rank_process(tools, marker, 0).environ()["SLURM_JOB_ID"]
+    cancelled_at = time.monotonic()
+    slurm.run(["scancel", job_id], cwd=job_dir)
+    tools.wait_until(
+        lambda: not tools.processes_with_env("POLARS_HPC_TEST_MARKER", marker),
+        10,
+        "every process of the cancelled job to exit",
+    )
+    assert time.monotonic() - cancelled_at < 10
+    step.wait(timeout=30)
+
+
+def test_a_dead_worker_rank_stops_every_rank(slurm, job_dir, tools):
+    step, marker = _start_sleeping_job(slurm, job_dir, tools, ntasks=3)
+    _rank_process(tools, marker, 2).send_signal(signal.SIGKILL)
+    step.wait(timeout=60)
+    stderr = (job_dir / "err.txt").read_text()
+    assert step.returncode != 0
+    assert "the worker of rank 2" in stderr, stderr
+    tools.wait_until(
+        lambda: not tools.processes_with_env("POLARS_HPC_TEST_MARKER", marker),
+        10,
+        "every process of the failed job to exit",
+    )
