@@ -89,19 +89,38 @@ def plan_this_host(n_workers: int | None) -> LocalClusterPlan:
 
 
 def start_local_cluster(plan: LocalClusterPlan) -> LocalCluster:
-    """Start the planned cluster; each GPU worker gets its device from the nanny preload."""
+    """Start the planned cluster; each GPU worker gets its device from the nanny preload.
+
+    ``POLARS_MAX_THREADS`` must be in the worker's environment when the spawned process starts:
+    spawning re-imports the user's ``__main__``, which usually imports polars, and polars sizes
+    its thread pool then. The nanny's ``env`` is applied only after that import (seen on the 4x
+    H200 machine: 64-thread pools in workers bound to 16 CPUs), so the value goes through
+    distributed's ``pre-spawn-environ``, which is set before the process is spawned.
+    """
+    import dask.config
     from distributed import LocalCluster
 
-    env = {"POLARS_MAX_THREADS": str(plan.threads_per_worker_pool)}
-    if plan.gpu_ids:
-        env["POLARS_HPC_GPU_IDS"] = ",".join(plan.gpu_ids)
-    return LocalCluster(
-        n_workers=plan.n_workers,
-        threads_per_worker=1,
-        processes=True,
-        memory_limit=plan.memory_limit_bytes,
-        dashboard_address=":0",
-        host="127.0.0.1",
-        preload_nanny=["preload"] if plan.gpu_ids else [],
-        env=env,
-    )
+    polars_threads = {"POLARS_MAX_THREADS": str(plan.threads_per_worker_pool)}
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **polars_threads}
+    env = {
+        **polars_threads,
+        **({"POLARS_HPC_GPU_IDS": ",".join(plan.gpu_ids)} if plan.gpu_ids else {}),
+    }
+    client_value = os.environ.get("POLARS_MAX_THREADS")
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+            return LocalCluster(
+                n_workers=plan.n_workers,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=plan.memory_limit_bytes,
+                dashboard_address=":0",
+                host="127.0.0.1",
+                preload_nanny=["preload"] if plan.gpu_ids else [],
+                env=env,
+            )
+    finally:  # the nannies run in this process and wrote it into os.environ: give it back
+        if client_value is None:
+            os.environ.pop("POLARS_MAX_THREADS", None)
+        else:
+            os.environ["POLARS_MAX_THREADS"] = client_value

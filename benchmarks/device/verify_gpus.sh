@@ -24,21 +24,27 @@ engine_on_all_gpus() {
 import polars as pl
 from engine.dask import DaskEngine
 
-with DaskEngine() as engine:
-    print(f"cluster has {engine.nranks} workers")
-    for info in engine.gather_cluster_info():
-        b = info.binding
-        print(
-            f"rank={info.rank} pid={info.pid} CUDA_VISIBLE_DEVICES={info.cuda_visible_devices} "
-            f"uuid={info.gpu_uuid} numa={info.numa_node} cpus={len(info.cpu_affinity)} "
-            f"applied={b.get('applied')} polars_threads={b.get('polars_threads')} "
-            f"reason={b.get('reason')}"
-        )
-    uuids = [info.gpu_uuid for info in engine.gather_cluster_info()]
-    assert len(set(uuids)) == len(uuids) == engine.nranks, uuids
-    lf = pl.LazyFrame({"a": list(range(1000))}).select(pl.sum("a"))
-    assert lf.collect(engine=engine).item() == 499500
-print("distinct GPU per worker: OK")
+
+def main() -> None:
+    with DaskEngine() as engine:
+        print(f"cluster has {engine.nranks} workers")
+        for info in engine.gather_cluster_info():
+            b = info.binding
+            print(
+                f"rank={info.rank} pid={info.pid} CUDA_VISIBLE_DEVICES={info.cuda_visible_devices} "
+                f"uuid={info.gpu_uuid} numa={info.numa_node} cpus={len(info.cpu_affinity)} "
+                f"applied={b.get('applied')} polars_threads={b.get('polars_threads')} "
+                f"reason={b.get('reason')}"
+            )
+        uuids = [info.gpu_uuid for info in engine.gather_cluster_info()]
+        assert len(set(uuids)) == len(uuids) == engine.nranks, uuids
+        lf = pl.LazyFrame({"a": list(range(1000))}).select(pl.sum("a"))
+        assert lf.collect(engine=engine).item() == 499500
+    print("distinct GPU per worker: OK")
+
+
+if __name__ == "__main__":  # workers are spawned: they re-import this file
+    main()
 PY
   python3 "$out/engine_on_all_gpus.py"
 }
