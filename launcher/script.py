@@ -39,18 +39,28 @@ def _print_script_traceback(error: BaseException) -> None:
     traceback.print_exception(type(error), error, tb)
 
 
-def _close_clients_left_open() -> None:
-    """Close Dask clients the script did not close, before the cluster goes away under them."""
+def _open_clients() -> set[int]:
+    """Ids of the Dask clients alive in this process (none if distributed was never imported)."""
+    if "distributed" not in sys.modules:
+        return set()
+    from distributed import Client
+
+    return {id(client) for client in list(Client._instances) if client.status != "closed"}
+
+
+def _close_clients_left_open(before: set[int]) -> None:
+    """Close the clients the script opened and left open, before the cluster goes away.
+
+    Only the script's own: clients that existed before it ran (a test's, an embedding
+    program's) are not ours to close.
+    """
     if "distributed" not in sys.modules:
         return
-    from distributed.client import default_client
+    from distributed import Client
 
-    for _ in range(100):
-        try:
-            client = default_client()
-        except ValueError:
-            return
-        client.close()
+    for client in list(Client._instances):
+        if id(client) not in before and client.status != "closed":
+            client.close()
 
 
 def run_script(script: str, args: tuple[str, ...]) -> int:
@@ -60,6 +70,7 @@ def run_script(script: str, args: tuple[str, ...]) -> int:
     to stderr), 130 after ``KeyboardInterrupt``.
     """
     saved_argv, saved_path = sys.argv[:], sys.path[:]
+    clients_before = _open_clients()
     module = script.removeprefix("-m ") if script.startswith("-m ") else None
     try:
         if module is not None:
@@ -83,7 +94,7 @@ def run_script(script: str, args: tuple[str, ...]) -> int:
         return 1
     finally:
         sys.argv[:], sys.path[:] = saved_argv, saved_path
-        _close_clients_left_open()
+        _close_clients_left_open(clients_before)
         sys.stdout.flush()
         sys.stderr.flush()
     return 0

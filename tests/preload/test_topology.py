@@ -127,10 +127,10 @@ def test_pcie_box_with_one_nic(machine: Callable[[str], Path]) -> None:
 def test_recorded_four_gpu_h200_vm(machine: Callable[[str], Path]) -> None:
     """Recorded on the lent 4x H200 VM: no NUMA info, 64 CPUs, one virtio NIC for all GPUs."""
     assert plan(machine("h200x4_vm"), "h200x4_vm", {}) == [
-        ("0", "-", "0-15", "host-bridge", "eth0"),
-        ("1", "-", "16-31", "host-bridge", "eth0"),
-        ("2", "-", "32-47", "host-bridge", "eth0"),
-        ("3", "-", "48-63", "host-bridge", "eth0"),
+        ("0", None, "0-15", "host-bridge", "eth0"),
+        ("1", None, "16-31", "host-bridge", "eth0"),
+        ("2", None, "32-47", "host-bridge", "eth0"),
+        ("3", None, "48-63", "host-bridge", "eth0"),
     ]
 
 
