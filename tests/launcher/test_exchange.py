@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import subprocess
 import threading
 import time
 
@@ -74,17 +73,9 @@ def test_rendezvous_of_another_job_is_not_taken():
         server.close()
 
 
-def _munged_running() -> bool:
-    try:
-        return subprocess.run(["munge", "-n"], capture_output=True, check=False).returncode == 0
-    except FileNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(
-    not _munged_running(), reason="munged is not running (the slurm fixture starts it)"
-)
-def test_secure_rendezvous_seals_the_key_with_munge():
+@pytest.mark.slurm
+def test_secure_rendezvous_seals_the_key_with_munge(slurm):
+    """Needs munged, which the session's Slurm fixture starts (it skips where Slurm is missing)."""
     sent = contact("88.1", tls=True)
     server = RendezvousServer(sent, [0])
     try:
