@@ -100,12 +100,12 @@ def start_local_cluster(plan: LocalClusterPlan) -> LocalCluster:
     import dask.config
     from distributed import LocalCluster
 
-    polars_threads = {"POLARS_MAX_THREADS": str(plan.threads_per_worker_pool)}
-    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **polars_threads}
-    env = {
-        **polars_threads,
-        **({"POLARS_HPC_GPU_IDS": ",".join(plan.gpu_ids)} if plan.gpu_ids else {}),
+    pre_spawn = {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+        "POLARS_MAX_THREADS": str(plan.threads_per_worker_pool),
     }
+    # The nanny merges pre_spawn into the worker's env itself; only the GPU list is added here.
+    env = {"POLARS_HPC_GPU_IDS": ",".join(plan.gpu_ids)} if plan.gpu_ids else {}
     client_value = os.environ.get("POLARS_MAX_THREADS")
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
