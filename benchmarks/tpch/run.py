@@ -153,8 +153,12 @@ def _format_bytes(count: int) -> str:
 def read_stat(stats: Any, names: Sequence[str]) -> int | None:
     """The first of ``names`` in the engine's per-query statistics, or ``None`` if absent.
 
+    A sequence (such as the fallbacks a query took) counts as its length.
+
     >>> read_stat({"bytes_shuffled": 10, "fallbacks": 0}, SHUFFLE_STAT_NAMES)
     10
+    >>> read_stat({"fallbacks": ("Sort", "Join")}, ("fallbacks",))
+    2
     >>> read_stat(None, ("fallbacks",)) is None
     True
     """
@@ -163,7 +167,7 @@ def read_stat(stats: Any, names: Sequence[str]) -> int | None:
     for name in names:
         value = stats.get(name) if isinstance(stats, Mapping) else getattr(stats, name, None)
         if value is not None:
-            return int(value)
+            return len(value) if isinstance(value, (tuple, list)) else int(value)
     return None
 
 
