@@ -5,9 +5,10 @@ Three commands run on the same Slurm, interleaved, ``--repeat`` times each (medi
 - floor:    ``srun -n 4 python -c 'import distributed, polars'`` (any Python launcher pays this);
 - dask-mpi: ``srun --mpi=pmi2 -n 4 python dask_mpi_job.py`` (rank 0 scheduler, rank 1 client,
   ranks 2-3 workers: dask-mpi's layout);
-- ours:     ``srun -n 4 python -m launcher.run ours_job.py`` (4 workers, TLS on);
-- ours, workers forked: the same with ``DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork``,
-  a diagnostic row: how much of ours is the nanny spawning a fresh worker interpreter.
+- ours:     ``srun -n 4 python -m launcher.run ours_job.py`` (4 workers, each in its rank's
+  process; TLS on);
+- ours, --nanny: the same with ``--nanny`` (each worker a process its rank's nanny spawns), a
+  diagnostic row: what the second interpreter per rank costs.
 
 Both job scripts run the same work: one small polars query per worker through ``client.map``,
 timed until the client holds the first result. Usage (as root, Slurm installed)::
@@ -15,7 +16,10 @@ timed until the client holds the first result. Usage (as root, Slurm installed):
     python benchmarks/launcher_startup.py --repeat 5
 
 Without ``SLURM_CONF`` set, the script starts a private Slurm with the test fixture's scripts
-(``tests/launcher/slurm/start.sh``) and stops it at the end.
+(``tests/launcher/slurm/start.sh``) and stops it at the end. ``--launcher mpirun`` (or
+``mpiexec``) runs the same four rows under that MPI launcher instead, on a node without Slurm
+(``srun -n 4`` becomes ``mpirun -n 4``; Open MPI needs ``OMPI_ALLOW_RUN_AS_ROOT=1`` and
+``OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1`` as root).
 """
 
 from __future__ import annotations
@@ -120,31 +124,53 @@ def time_command(command: list[str], env: dict[str, str], cwd: Path) -> tuple[fl
     return (marks[0] - start if marks else end - start), end - start
 
 
+def launch(launcher: str, ntasks: int, *, mpi: bool = False) -> list[str]:
+    """The command prefix that starts ``ntasks`` ranks (``mpi``: dask-mpi needs PMI under srun).
+
+    >>> launch("srun", 4, mpi=True)
+    ['srun', '--mpi=pmi2', '-n', '4']
+    >>> launch("mpirun", 4, mpi=True)
+    ['mpirun', '-n', '4']
+    """
+    pmi = ["--mpi=pmi2"] if mpi and launcher == "srun" else []
+    return [launcher, *pmi, "-n", str(ntasks)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ntasks", type=int, default=4)
+    parser.add_argument(
+        "--launcher",
+        choices=("srun", "mpirun", "mpiexec"),
+        default="srun",
+        help="what starts the ranks (default srun, on a private Slurm unless SLURM_CONF is set)",
+    )
     args = parser.parse_args()
     python = sys.executable
     n = str(args.ntasks)
+    print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    environment = (
+        slurm_environment() if args.launcher == "srun" else contextlib.nullcontext(dict(os.environ))
+    )
     with (
         tempfile.TemporaryDirectory(prefix="bench-launcher-") as scratch,
-        slurm_environment() as env,
+        environment as env,
     ):
         cwd = Path(scratch)
         (cwd / "ours_job.py").write_text(OURS_JOB)
         (cwd / "dask_mpi_job.py").write_text(DASK_MPI_JOB)
-        env = {**env, "PYTHONPATH": str(REPO)}
-        ours = ["srun", "-n", n, python, "-m", "launcher.run", "--no-dashboard", "ours_job.py"]
+        env = {
+            **env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        }
+        ranks = launch(args.launcher, args.ntasks)
+        ours = [*ranks, python, "-m", "launcher.run", "--no-dashboard", "ours_job.py"]
         commands = {
-            "floor": ["srun", "-n", n, python, "-c", "import distributed, polars"],
-            "dask-mpi": ["srun", "--mpi=pmi2", "-n", n, python, "dask_mpi_job.py"],
+            "floor": [*ranks, python, "-c", "import distributed, polars"],
+            "dask-mpi": [*launch(args.launcher, args.ntasks, mpi=True), python, "dask_mpi_job.py"],
             "ours": ours,
-            "ours, workers forked": [
-                "env",
-                "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork",
-                *ours,
-            ],
+            "ours, --nanny": [*ours[:-1], "--nanny", ours[-1]],
         }
         first: dict[str, list[float]] = {name: [] for name in commands}
         total: dict[str, list[float]] = {name: [] for name in commands}
@@ -154,7 +180,7 @@ def main() -> int:
                 first[name].append(to_first)
                 total[name].append(to_exit)
     floor = statistics.median(first["floor"])
-    print(f"srun -n {n}, median of {args.repeat} (interleaved), seconds")
+    print(f"{args.launcher} -n {n}, median of {args.repeat} (interleaved), seconds")
     print("| command | to first result | to exit | first result / floor |")
     print("|---|---|---|---|")
     for name in commands:
@@ -162,6 +188,7 @@ def main() -> int:
         print(f"| {name} | {to_first:.2f} | {to_exit:.2f} | {to_first / floor:.2f}x |")
     ours, dask_mpi = statistics.median(first["ours"]), statistics.median(first["dask-mpi"])
     print(f"ours / dask-mpi (to first result): {ours / dask_mpi:.2f}")
+    print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

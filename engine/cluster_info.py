@@ -31,6 +31,12 @@ class WorkerInfo:
     numa_node: int | None
     memory_limit: int | None
     binding: Mapping[str, Any] = field(default_factory=dict)
+    gpu_name: str | None = None
+    gpu_memory_bytes: int | None = None
+    nics: list[str] = field(default_factory=list)
+    """Network interfaces nearest the worker's GPU (from the binding), else empty."""
+    polars_threads: int | None = None
+    """Size of the worker's polars thread pool (binding, else ``POLARS_MAX_THREADS``)."""
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -61,28 +67,40 @@ def _worker_local_index(dask_worker: Any) -> int:
     return name if isinstance(name, int) else int(name) if str(name).isdigit() else 0
 
 
-def _gpu_uuid() -> str | None:
-    """UUID of the first GPU this process sees, or ``None`` without GPU or driver."""
+def _gpu_facts() -> dict[str, Any]:
+    """UUID, name and memory of the first GPU this process sees; ``None`` values without one."""
+    facts: dict[str, Any] = {"gpu_uuid": None, "gpu_name": None, "gpu_memory_bytes": None}
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and not visible.strip():
-        return None
+        return facts
     try:
         import pynvml
 
         pynvml.nvmlInit()
     except Exception:
-        return None
+        return facts
     try:
         first = (visible or "0").split(",")[0].strip()
         if first.startswith(("GPU-", "MIG-")):
-            return first
-        handle = pynvml.nvmlDeviceGetHandleByIndex(int(first))
-        uuid = pynvml.nvmlDeviceGetUUID(handle)
-        return uuid.decode() if isinstance(uuid, bytes) else uuid
+            facts["gpu_uuid"] = first
+            handle = pynvml.nvmlDeviceGetHandleByUUID(first.encode())
+        else:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(first))
+        uuid, name = pynvml.nvmlDeviceGetUUID(handle), pynvml.nvmlDeviceGetName(handle)
+        facts["gpu_uuid"] = uuid.decode() if isinstance(uuid, bytes) else uuid
+        facts["gpu_name"] = name.decode() if isinstance(name, bytes) else name
+        facts["gpu_memory_bytes"] = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
     except Exception:
-        return None
+        return facts
     finally:
         pynvml.nvmlShutdown()
+    return facts
+
+
+def _polars_threads(binding: Mapping[str, Any]) -> int | None:
+    """The pool size the binding checked, else ``POLARS_MAX_THREADS``; never starts the pool."""
+    size = binding.get("polars_threads_actual") or os.environ.get("POLARS_MAX_THREADS")
+    return int(size) if size else None
 
 
 def describe_this_worker(dask_worker: Any) -> dict[str, Any]:
@@ -94,11 +112,13 @@ def describe_this_worker(dask_worker: Any) -> dict[str, Any]:
         "address": dask_worker.address,
         "local_index": _worker_local_index(dask_worker),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "gpu_uuid": _gpu_uuid(),
+        **_gpu_facts(),
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "numa_node": binding.get("numa_node"),
         "memory_limit": dask_worker.memory_manager.memory_limit,
         "binding": binding,
+        "nics": list(binding.get("nics") or []),
+        "polars_threads": _polars_threads(binding),
     }
 
 

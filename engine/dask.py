@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -25,6 +25,7 @@ from engine.cluster_info import WorkerInfo, describe_this_worker, in_rank_order
 from engine.hardware_binding import bind_workers
 from engine.local_cluster import plan_this_host, start_local_cluster
 from engine.options import StreamingOptions
+from engine.progress import observe_query
 from preload.ranks import refuse_inside_rrun
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
     from distributed import Client, LocalCluster
     from polars.lazyframe.opt_flags import QueryOptFlags
+
+    from engine.stats import QueryStats
 
 __all__ = ["SCHEDULER_ADDRESS_CONFIG", "DaskEngine", "dask_setup", "dask_teardown"]
 
@@ -67,6 +70,16 @@ class DaskEngine(pl.Engine):
         engine_options: Mapping[str, Any] | None = None,
         n_workers: int | None = None,
     ) -> None:
+        if isinstance(engine_options, StreamingOptions):
+            raise TypeError(
+                "engine_options takes a mapping of option names to values, got a "
+                "StreamingOptions; pass DaskEngine.from_options(options) instead"
+            )
+        if engine_options is not None and not isinstance(engine_options, Mapping):
+            raise TypeError(
+                f"engine_options must be a mapping such as {{'fallback_mode': 'raise'}}, got "
+                f"{type(engine_options).__name__}; valid names: StreamingOptions' fields"
+            )
         self._init(
             StreamingOptions(**dict(engine_options or {})),
             dask_client=dask_client,
@@ -96,14 +109,16 @@ class DaskEngine(pl.Engine):
         from engine.comm.bootstrap import CommGroup, open_communicators
 
         refuse_inside_rrun(os.environ, "DaskEngine")
+        _check_arguments(dask_client, n_workers)
         self.options = options.resolved(os.environ)
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._comm: CommGroup | None = None
         self._owns_client = dask_client is None
         self._closed = False
-        self.last_query_stats: dict[str, Any] | None = None
-        """Numbers of the latest query (stages, rows, bytes shuffled, fallbacks)."""
+        self.last_query_stats: QueryStats | dict[str, Any] | None = None
+        """Numbers of the latest ``collect``/``sink_*``: per-stage time, rows, bytes shuffled,
+        skew, fallbacks (:class:`engine.stats.QueryStats`; ``print()`` shows a table)."""
         try:
             self._client = dask_client or self._connect(n_workers)
             # Bind before the communicator opens, so its threads inherit the CPU set.
@@ -116,9 +131,20 @@ class DaskEngine(pl.Engine):
                 ucxx_fast_same_host=self.options.ucxx_fast_same_host,
             )
             self._workers = list(self._comm.worker_addresses)
+            self._configure_logging()
         except BaseException:
             self.shutdown()
             raise
+
+    def _configure_logging(self) -> None:
+        """Prefix every worker's log lines with its rank and host; apply ``log_level``."""
+        from engine.logs import configure_logging, configure_worker_logging
+
+        level = self.options.log_level
+        if level is not None:
+            configure_logging(level)
+        ranks = {address: rank for rank, address in enumerate(self._workers)}
+        self.client.run(configure_worker_logging, ranks=ranks, level=level)
 
     def _connect(self, n_workers: int | None) -> Client:
         import dask.config
@@ -131,7 +157,7 @@ class DaskEngine(pl.Engine):
                     f"n_workers={n_workers} cannot apply: this process runs under a launcher "
                     f"whose cluster ({address}) is already started"
                 )
-            return Client(address)
+            return _join_scheduler(address)
         self._cluster = start_local_cluster(plan_this_host(n_workers))
         return Client(self._cluster)
 
@@ -175,7 +201,11 @@ class DaskEngine(pl.Engine):
             )
         from engine.executor.client import collect_query
 
-        return collect_query(self, lf, optimizations)
+        with observe_query(self.options.progress) as observation:
+            result = collect_query(self, lf, optimizations)
+        if observation.stats is not None:
+            self.last_query_stats = observation.stats
+        return result
 
     def execute(self, lf: pl.LazyFrame, *, optimizations: QueryOptFlags) -> Any:
         """Run ``lf``; the ``QueryResult``'s parts stay on the workers until read."""
@@ -204,14 +234,29 @@ class DaskEngine(pl.Engine):
         from engine.executor.client import sink_query
 
         self._check_open()
-        sink_query(self, lf, file_format, path, kwargs)
+        with observe_query(self.options.progress) as observation:
+            sink_query(self, lf, file_format, path, kwargs)
+        if observation.stats is not None:
+            self.last_query_stats = observation.stats
 
-    def explain(self, lf: pl.LazyFrame) -> str:
-        """The distributed plan of ``lf``: stages, exchanges and fallbacks, as text."""
-        from engine.executor.client import explain_query
+    def explain(
+        self,
+        lf: pl.LazyFrame,
+        *,
+        format: Literal["text", "dot", "png", "svg", "pdf"] = "text",
+        path: str | os.PathLike[str] | None = None,
+    ) -> str | bytes:
+        """The distributed plan of ``lf``: stages, exchanges and fallbacks.
+
+        ``format="text"``: an indented tree; ``"dot"``: the stage graph in Graphviz dot;
+        ``"png"``/``"svg"``/``"pdf"``: that graph drawn by Graphviz's ``dot`` program (bytes).
+        With ``path`` the result is also written there (an image format may then be taken
+        from the suffix: ``path="plan.png"``).
+        """
+        from engine.profile import render_plan
 
         self._check_open()
-        return explain_query(self, lf)
+        return render_plan(self, lf, format, path)
 
     def shutdown(self) -> None:
         """Close what this engine created: communicators, client, LocalCluster. Idempotent."""
@@ -248,6 +293,42 @@ class DaskEngine(pl.Engine):
         if self._closed:
             return "DaskEngine(closed)"
         return f"DaskEngine(nranks={len(self._workers)}, scheduler={self.client.scheduler.address})"
+
+
+def _join_scheduler(address: str) -> Client:
+    """A client of the launcher's scheduler, or a clear error.
+
+    An unreachable scheduler fails within Dask's connect timeout
+    (``distributed.comm.timeouts.connect``) with the address and where it came from.
+    """
+    import dask.config
+    from distributed import Client
+
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as error:
+        raise TimeoutError(
+            f"DaskEngine found no scheduler at {address} within {timeout} "
+            f"(dask.config {SCHEDULER_ADDRESS_CONFIG!r}, set by python -m launcher.run or "
+            "DASK_POLARS_HPC__SCHEDULER_ADDRESS): is that job still running? Outside a "
+            "launcher, unset it to get a local cluster"
+        ) from error
+
+
+def _check_arguments(dask_client: object, n_workers: object) -> None:
+    """Name a bad ``dask_client``/``n_workers`` before anything starts."""
+    from distributed import Client
+
+    if dask_client is not None and not isinstance(dask_client, Client):
+        raise TypeError(
+            f"dask_client must be a distributed.Client, got {type(dask_client).__name__} "
+            f"{dask_client!r}; to join a scheduler by address pass dask_client=Client(address)"
+        )
+    if n_workers is not None and (
+        isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1
+    ):
+        raise ValueError(f"n_workers={n_workers!r} must be a positive integer, or None (default)")
 
 
 def dask_setup(nanny: Any) -> None:

@@ -11,15 +11,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from preload.policy import HardwareBindingPolicy
 
-__all__ = ["ENV_PREFIX", "FallbackMode", "FragmentEngine", "StreamingOptions", "Transport"]
+__all__ = [
+    "ENV_PREFIX",
+    "FallbackMode",
+    "FragmentEngine",
+    "LogLevel",
+    "StreamingOptions",
+    "Transport",
+]
 
 FallbackMode = Literal["warn", "raise", "silent"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Transport = Literal["auto", "ucxx", "tcp"]
 FragmentEngine = Literal["auto", "cpu", "gpu"]
 
@@ -64,6 +73,13 @@ class StreamingOptions:
     ucxx_fast_same_host: bool = False
     """Let UCX use shared memory/CMA between ranks of one host: several times faster there, but
     UCX then cannot turn a peer's death into an error (a dead peer can abort the reader)."""
+    progress: bool | None = None
+    """Show stage progress of ``collect``/``sink_*`` on stderr; ``None``: only on a terminal or
+    in a notebook."""
+    log_level: LogLevel | None = None
+    """Level of the ``engine``/``preload``/``launcher`` loggers, on the client and (prefixed
+    with rank and host) on every worker; ``None``: workers log WARNING, the client is left as
+    configured."""
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -138,8 +154,12 @@ def _positive_int(name: str, *, optional: bool = False) -> Callable[[object], No
 
 def _positive_number(name: str) -> Callable[[object], None]:
     def check(value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"StreamingOptions.{name}={value!r} must be a positive number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value < math.inf
+        ):
+            raise ValueError(f"StreamingOptions.{name}={value!r} must be a finite positive number")
 
     return check
 
@@ -150,6 +170,26 @@ def _boolean(name: str) -> Callable[[object], None]:
             raise ValueError(f"StreamingOptions.{name}={value!r} must be True or False")
 
     return check
+
+
+def _optional_boolean(name: str) -> Callable[[object], None]:
+    check = _boolean(name)
+
+    def check_optional(value: object) -> None:
+        if value is not None:
+            check(value)
+
+    return check_optional
+
+
+def _optional_choice(name: str, choices: tuple[str, ...]) -> Callable[[object], None]:
+    check = _choice(name, choices)
+
+    def check_optional(value: object) -> None:
+        if value is not None:
+            check(value)
+
+    return check_optional
 
 
 def _check_policy(value: object) -> None:
@@ -179,6 +219,8 @@ _VALIDATORS: Final[dict[str, Callable[[object], None]]] = {
     "comm_timeout_s": _positive_number("comm_timeout_s"),
     "fragment_engine": _choice("fragment_engine", get_args(FragmentEngine)),
     "ucxx_fast_same_host": _boolean("ucxx_fast_same_host"),
+    "progress": _optional_boolean("progress"),
+    "log_level": _optional_choice("log_level", get_args(LogLevel)),
 }
 
 
@@ -207,6 +249,8 @@ _ENV_PARSERS: Final[dict[str, Callable[[str], object]]] = {
     "comm_timeout_s": float,
     "fragment_engine": str.strip,
     "ucxx_fast_same_host": _parse_bool,
+    "progress": lambda text: None if text.strip().lower() in ("", "auto") else _parse_bool(text),
+    "log_level": lambda text: text.strip().upper() or None,
 }
 
 

@@ -1,4 +1,4 @@
-"""The Dask side of a rank: scheduler, worker (nanny + preload), the join wait and the exit.
+"""The Dask side of a rank: scheduler, worker (in-process or nanny), the join wait and the exit.
 
 Everything here runs on one event loop in a background thread (:class:`LoopThread`), so the
 main thread stays free for the user's script and for signal handlers.
@@ -7,6 +7,7 @@ main thread stays free for the user's script and for signal handlers.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 if TYPE_CHECKING:
-    from distributed import Nanny, Scheduler
+    from distributed import Nanny, Scheduler, Worker
     from distributed.security import Security
 
     from launcher.spec import WorkerSpec
+    from preload.assign import GpuAssignment
 
 __all__ = [
     "EXIT_OP",
@@ -25,6 +27,8 @@ __all__ = [
     "LoopThread",
     "WorkerLossWatch",
     "missing_ranks",
+    "prepare_in_process_worker",
+    "start_in_process_worker",
     "start_nanny",
     "start_scheduler",
     "wait_for_exit_status",
@@ -116,6 +120,52 @@ async def start_nanny(
     return await nanny
 
 
+def prepare_in_process_worker(spec: WorkerSpec) -> GpuAssignment:
+    """Give this rank's process its worker's environment: thread counts and its GPU.
+
+    What the ``preload`` module does in a nanny for the process it spawns, done to the rank
+    itself, with the same rule (:func:`preload.assign_for_rank`). It must run before the worker,
+    polars' thread pool or a CUDA context start here: they read these variables once.
+    Raises :class:`preload.assign.GpuAssignmentError` when the rank cannot get a GPU of its own.
+    """
+    from preload import assign_for_rank, log_assignment
+
+    os.environ.update(spec.env)
+    assignment = assign_for_rank(os.environ)
+    os.environ.update(assignment.worker_env(os.environ))
+    log_assignment(assignment)
+    return assignment
+
+
+async def start_in_process_worker(
+    address: str,
+    spec: WorkerSpec,
+    *,
+    host: str,
+    protocol: str,
+    security: Security | None,
+    death_timeout_s: float,
+) -> Worker:
+    """Start this rank's worker inside the rank's process (no second interpreter to start).
+
+    Call :func:`prepare_in_process_worker` first.
+    """
+    from distributed import Worker
+
+    worker = Worker(
+        address,
+        nthreads=spec.nthreads,
+        name=spec.name,
+        memory_limit=spec.memory_limit_bytes,
+        host=host,
+        protocol=f"{protocol}://",
+        security=security,
+        dashboard=False,
+        death_timeout=death_timeout_s,
+    )
+    return await worker
+
+
 def missing_ranks(size: int, joined_names: set[str], hosts: Mapping[int, str]) -> str:
     """``rank 2 (host cn2), rank 3 (host unknown)``: the ranks whose worker never joined.
 
@@ -174,7 +224,8 @@ class WorkerLossWatch(SchedulerPlugin):
         if self.finishing:
             return
         name = self._names.pop(worker, "?")
-        self._on_loss(f"the worker of rank {name} ({worker}) left the cluster")
+        why = kwargs.get("stimulus_id") or "no reason given"
+        self._on_loss(f"the worker of rank {name} ({worker}) left the cluster (scheduler: {why})")
 
 
 class ExitBoard:
@@ -221,13 +272,20 @@ async def wait_for_workers_to_leave(scheduler: Scheduler, remaining: int, timeou
         await asyncio.sleep(0.02)
 
 
-async def wait_for_exit_status(address: str, security: Security | None) -> int | None:
-    """Block on rank 0's :class:`ExitBoard`: the exit status, or ``None`` if rank 0 is gone."""
+async def wait_for_exit_status(
+    address: str, security: Security | None, connect_timeout_s: float
+) -> int | None:
+    """Block on rank 0's :class:`ExitBoard`: the exit status, or ``None`` if rank 0 is gone.
+
+    The connection is retried for ``connect_timeout_s`` (the launcher's worker timeout, not
+    distributed's 30 s): on a loaded node a TLS handshake can take that long, and a rank that
+    gave up here would take its worker out of a healthy job.
+    """
     from distributed.comm import connect
     from distributed.comm.core import CommClosedError
 
     args = security.get_connection_args("client") if security is not None else {}
-    comm = await connect(address, **args)
+    comm = await connect(address, timeout=connect_timeout_s, **args)
     try:
         await comm.write({"op": EXIT_OP, "reply": True})
         status = await comm.read()

@@ -40,9 +40,16 @@ _REPLY_TIMEOUT_S = 30.0
 
 
 def mpi_share_contact(
-    contact: ClusterContact | None, comm: Any
+    contact: ClusterContact | None, comm: Any, timeout_s: float
 ) -> tuple[ClusterContact, list[str]]:
-    """Broadcast rank 0's contact; also gather every rank's host name (for error messages)."""
+    """Broadcast rank 0's contact; also gather every rank's host name (for error messages).
+
+    The ranks meet in :func:`launcher.mpi.wait_for_all` first, so the broadcast never waits
+    spinning, and a rank gives up after ``timeout_s`` when another never arrives.
+    """
+    from launcher.mpi import wait_for_all
+
+    wait_for_all(comm, timeout_s)
     text = comm.bcast(contact.to_json() if contact is not None else None, root=0)
     hosts = comm.allgather(socket.gethostname())
     return ClusterContact.from_json(text), hosts
@@ -159,8 +166,12 @@ def fetch_from_rendezvous(
 
 
 def write_scheduler_file(path: Path, contact: ClusterContact) -> None:
-    """Write the contact atomically, readable by this user only (it may hold the TLS key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the contact atomically, readable by this user only (it may hold the TLS key).
+
+    Folders the launcher has to create for it are 0700 as well: the file's name is no secret,
+    but a private folder keeps other users from watching jobs come and go.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -54,7 +54,7 @@ def run_local(plan: RankPlan, options: LaunchOptions, logger: logging.Logger) ->
             "local cluster: %d worker(s) at %s; dashboard: %s",
             host_plan.n_workers,
             contact.address,
-            cluster.dashboard_link if cluster.scheduler.http_server is not None else "off",
+            cluster.dashboard_link if options.dashboard_port is not None else "off",
         )
         with dask.config.set(dask_config_for(contact)):
             return run_script(plan.script, options.script_args)

@@ -7,6 +7,7 @@ The command line is parsed into :class:`LaunchOptions` here and nowhere else, so
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,13 @@ class LaunchOptions:
     """Memory limit of each worker; default: node RAM / ranks on the node."""
     dry_run: bool = False
     """Print the plan of every rank and exit without starting anything."""
+    log_level: str | None = None
+    """Level of the project's loggers on every rank (``DEBUG`` ... ``CRITICAL``); ``None``:
+    ``POLARS_HPC_LOG_LEVEL``, else ``INFO``."""
+    nanny: bool = False
+    """Run each rank's worker as a nanny-spawned process (with the ``preload`` module) instead
+    of inside the rank: a worker that dies or leaks is restarted, at the cost of a second
+    interpreter per rank (seconds of start-up on a busy node)."""
     job_dir: Path | None = field(default=None)
     """Private (0700) directory for per-job certificates; default: ``~/.polars-hpc/jobs``."""
 
@@ -68,9 +76,21 @@ class LaunchOptions:
                 "join; pass --insecure as well to accept that, or use --protocol tls"
             )
         if self.worker_timeout_s <= 0:
-            raise ValueError(f"worker_timeout_s={self.worker_timeout_s} must be positive")
+            raise ValueError(
+                f"--worker-timeout: worker_timeout_s={self.worker_timeout_s} must be positive "
+                "(seconds rank 0 waits for every worker, e.g. 120)"
+            )
         if self.dashboard_port is not None and not 0 <= self.dashboard_port < 65536:
-            raise ValueError(f"dashboard_port={self.dashboard_port} is not a TCP port")
+            raise ValueError(
+                f"--dashboard-port: dashboard_port={self.dashboard_port} is not a TCP port "
+                "(0 to 65535; 0 picks a free one), or pass --no-dashboard"
+            )
+        if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
+            raise ValueError(
+                f"--memory-limit: memory_limit_bytes={self.memory_limit_bytes} must be a "
+                "positive number of bytes per worker (e.g. 17179869184 for 16 GiB); leave it "
+                "out for node RAM / ranks on the node"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("script", nargs="?", help="Python script to run (default: the demo)")
+    parser.add_argument(
+        "-m",
+        dest="module",
+        metavar="MODULE",
+        help="run a module as the script, as python -m does; what follows it goes to the module",
+    )
     parser.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments of the script")
     parser.add_argument(
         "--protocol",
@@ -133,7 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="private directory for per-job TLS files (default ~/.polars-hpc)",
     )
     parser.add_argument(
+        "--nanny",
+        action="store_true",
+        help="run each worker in a nanny-spawned process (restarted when it dies) instead of "
+        "in the rank's own process (faster start-up, the default)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print every rank's plan and start nothing"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="level of the launcher/engine/preload loggers on every rank, also passed to the "
+        "script's DaskEngine (default: $POLARS_HPC_LOG_LEVEL, else INFO)",
     )
     return parser
 
@@ -141,11 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: Sequence[str] | None) -> LaunchOptions:
     """Parse a command line into :class:`LaunchOptions`; bad values exit with a usage error.
 
+    As with ``python -m``, everything after ``-m MODULE`` belongs to the module:
+
     >>> parse_options(["--insecure", "q.py", "--rows", "5"]).script_args
     ('--rows', '5')
+    >>> options = parse_options(["--insecure", "-m", "launcher.info", "--json"])
+    >>> options.script, options.script_args
+    ('-m launcher.info', ('--json',))
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    module_args: list[str] = []
+    if "-m" in argv:
+        at = argv.index("-m")
+        argv, module_args = argv[: at + 2], argv[at + 2 :]
     args = parser.parse_args(argv)
+    if args.module is not None:
+        if args.script is not None:
+            parser.error(f"give a script ({args.script!r}) or -m {args.module}, not both")
+        args.script, args.script_args = f"-m {args.module}", module_args
     protocol = args.protocol or ("tcp" if args.insecure else "tls")
     try:
         return LaunchOptions(
@@ -160,6 +213,8 @@ def parse_options(argv: Sequence[str] | None) -> LaunchOptions:
             worker_timeout_s=args.worker_timeout,
             memory_limit_bytes=args.memory_limit,
             dry_run=args.dry_run,
+            log_level=args.log_level,
+            nanny=args.nanny,
             job_dir=args.job_dir.expanduser() if args.job_dir else None,
         )
     except ValueError as error:

@@ -23,6 +23,8 @@ from launcher.cluster import (
     ExitBoard,
     LoopThread,
     WorkerLossWatch,
+    prepare_in_process_worker,
+    start_in_process_worker,
     start_nanny,
     start_scheduler,
     wait_for_exit_status,
@@ -43,15 +45,18 @@ from launcher.security import (
     dask_config_for,
     new_tls_key_pair,
     remove_job_dir,
+    remove_stale_job_dirs,
     security_for,
     write_job_dir,
 )
+from preload.assign import GpuAssignmentError
+from preload.ranks import detect_rank_info
 
 if TYPE_CHECKING:
     import logging
     from collections.abc import Mapping
 
-    from distributed import Nanny, Scheduler
+    from distributed import Nanny, Scheduler, Worker
 
     from launcher.options import LaunchOptions
     from launcher.spec import RankPlan
@@ -92,7 +97,7 @@ class RankRun:
     started_s: float = field(default_factory=time.time)
     _loop: LoopThread | None = None
     _scheduler: Scheduler | None = None
-    _nanny: Nanny | None = None
+    _worker: Nanny | Worker | None = None
     _watch: WorkerLossWatch | None = None
     _rendezvous: RendezvousServer | None = None
     _job_dir: Path | None = None
@@ -103,13 +108,60 @@ class RankRun:
     def run(self) -> int:
         """Realise this rank's plan and return its exit status."""
         self._install_signal_handlers()
+        self._patient_connections()
+        self._warn_if_pinned_to_one_cpu()
+        if not self.plan.worker.nanny:
+            try:
+                prepare_in_process_worker(self.plan.worker)
+            except GpuAssignmentError as error:
+                self.logger.error("%s", error)
+                return 1
         self._loop = LoopThread()
         try:
             if self.plan.runs_scheduler:
                 return self._run_rank_zero()
             return self._run_worker_rank()
+        except (TimeoutError, OSError) as error:
+            # The messages of the exchange and of _start_worker name the address, the file and
+            # the fix; a traceback of the launcher's internals would only bury them.
+            self.logger.error("%s", error)
+            return 1
         finally:
             self._teardown_now()
+
+    def _warn_if_pinned_to_one_cpu(self) -> None:
+        """Say so when the MPI launcher bound this rank to a single CPU of a bigger node.
+
+        Open MPI's ``mpirun`` binds each rank to one core by default (seen on a 32-core GPU
+        node: every worker got one CPU and one polars thread). The binding can only narrow the
+        task's CPU set, never widen it, so the fix belongs on the ``mpirun`` line.
+        """
+        allowed, on_node = len(os.sched_getaffinity(0)), os.cpu_count() or 1
+        ranks_on_node = detect_rank_info(self.environ).local_size
+        if allowed == 1 and on_node >= 2 * ranks_on_node:  # one CPU is not this rank's share
+            self.logger.warning(
+                "rank %d may run on 1 of this node's %d CPUs (the MPI launcher bound it): "
+                "its worker gets one polars thread. Give each rank its share of cores, e.g. "
+                "'mpirun --bind-to none' or '--map-by ppr:<ranks per node>:node:pe=<cores>' "
+                "(Open MPI), 'srun --cpus-per-task=<cores>' (Slurm)",
+                self.plan.rank,
+                on_node,
+            )
+
+    def _patient_connections(self) -> None:
+        """Let this rank's connections take as long to open as a worker may take to join.
+
+        distributed gives up on a connection after 30 s; a worker whose registration or
+        heartbeat cannot connect in time leaves the cluster, which stops the whole job. On a
+        node loaded by other jobs TLS handshakes can be that slow, while a rank that is really
+        gone is noticed by its broken exit-status connection, not by a connect timeout.
+        """
+        import dask.config
+        from dask.utils import parse_timedelta
+
+        current = dask.config.get("distributed.comm.timeouts.connect")
+        patient = max(parse_timedelta(current, default="s"), self.options.worker_timeout_s)
+        dask.config.set({"distributed.comm.timeouts.connect": f"{patient}s"})
 
     # rank 0 -----------------------------------------------------------------------------
 
@@ -160,7 +212,7 @@ class RankRun:
 
     def _publish(self, contact: ClusterContact) -> None:
         if self.plan.exchange == "mpi":
-            _, hosts = mpi_share_contact(contact, self.comm)
+            _, hosts = mpi_share_contact(contact, self.comm, self.options.worker_timeout_s)
             self._hosts = dict(enumerate(hosts))
         elif self.plan.exchange == "rendezvous":
             self._rendezvous = RendezvousServer(contact, self.plan.rendezvous_ports)
@@ -185,6 +237,8 @@ class RankRun:
             self.logger.info("dashboard: not available (pip install bokeh to get one)")
         if contact.tls_key_pem is not None:
             root = self.options.job_dir or Path.home() / ".polars-hpc" / "jobs"
+            for stale in remove_stale_job_dirs(root):
+                self.logger.info("removed TLS files of an ended job: %s", stale)
             self._job_dir = write_job_dir(root, contact)
             self.logger.info("TLS files for clients outside the job: %s", self._job_dir)
         else:
@@ -204,7 +258,7 @@ class RankRun:
         self._loop.loop.call_soon_threadsafe(board.publish, status)
         with contextlib.suppress(Exception):
             self._loop.run(board.wait_answered(self.plan.size - 1, timeout_s))
-            own_worker = 1 if self._nanny is not None else 0
+            own_worker = 1 if self._worker is not None else 0
             self._loop.run(wait_for_workers_to_leave(scheduler, own_worker, timeout_s))
 
     def _on_worker_loss(self, what: str) -> None:
@@ -222,7 +276,11 @@ class RankRun:
                 "started without --insecure: start every rank with the same options"
             )
         self._start_worker(contact)
-        status = self._loop.run(wait_for_exit_status(contact.address, security_for(contact)))
+        status = self._loop.run(
+            wait_for_exit_status(
+                contact.address, security_for(contact), self.options.worker_timeout_s
+            )
+        )
         if status is None:
             self.logger.error(
                 "lost the scheduler at %s (rank 0 ended or died); exiting with status 1",
@@ -234,7 +292,7 @@ class RankRun:
     def _fetch_contact(self) -> ClusterContact:
         timeout_s = self.options.worker_timeout_s
         if self.plan.exchange == "mpi":
-            return mpi_share_contact(None, self.comm)[0]
+            return mpi_share_contact(None, self.comm, timeout_s)[0]
         if self.plan.exchange == "rendezvous":
             assert self.plan.rendezvous_host is not None
             return fetch_from_rendezvous(
@@ -260,23 +318,50 @@ class RankRun:
 
     def _start_worker(self, contact: ClusterContact) -> None:
         assert self._loop is not None
-        self._nanny = self._loop.run(
-            start_nanny(
-                contact.address,
-                self.plan.worker,
-                host=bind_address(self.plan.worker.interface),
-                protocol=self.plan.protocol,
-                security=security_for(contact),
-                death_timeout_s=self.options.worker_timeout_s,
+        spec = self.plan.worker
+        start = start_nanny if spec.nanny else start_in_process_worker
+        try:
+            self._worker = self._loop.run(
+                start(
+                    contact.address,
+                    spec,
+                    host=bind_address(spec.interface),
+                    protocol=self.plan.protocol,
+                    security=security_for(contact),
+                    death_timeout_s=self.options.worker_timeout_s,
+                )
             )
-        )
+        except (TimeoutError, OSError) as error:
+            raise TimeoutError(
+                f"rank {self.plan.rank}: its worker could not join the scheduler at "
+                f"{contact.address} (job {contact.job or 'unknown'}, {self._contact_source()}) "
+                f"within {self.options.worker_timeout_s:g} s ({error}). Is rank 0 still running, "
+                "and is that address reachable from this host? Choose the network with "
+                "--interface"
+            ) from error
+
+    def _contact_source(self) -> str:
+        """Where this rank learnt the scheduler's address, for error messages."""
+        if self.plan.exchange == "scheduler-file":
+            return f"from the scheduler file {self.options.scheduler_file}"
+        return f"from the {self.plan.exchange} exchange"
 
     async def _stop_worker(self) -> int | None:
-        """Stop the nanny from restarting its worker; return the worker's pid."""
-        if self._nanny is None:
-            return None
-        self._nanny.close_gracefully(reason="polars-hpc-job-done")
-        return self._nanny.pid
+        """Take this rank's worker out of the cluster now; return a nanny's worker pid to kill.
+
+        A nanny is told not to restart its worker (which the caller then kills). An in-process
+        worker drops its scheduler stream, as a killed worker process would: the scheduler
+        sees it leave at once, so rank 0 stops waiting for it, while this process still has
+        to pass ``MPI_Finalize`` (a graceful close would cost a second or more per rank).
+        """
+        from distributed import Nanny
+
+        if isinstance(self._worker, Nanny):
+            self._worker.close_gracefully(reason="polars-hpc-job-done")
+            return self._worker.pid
+        if self._worker is not None and self._worker.batched_stream is not None:
+            self._worker.batched_stream.abort()
+        return None
 
     async def _close_scheduler(self) -> None:
         if self._scheduler is not None:
@@ -298,7 +383,7 @@ class RankRun:
             kill_process(self._loop.run(self._stop_worker(), TEARDOWN_TIMEOUT_S / 4))
         with contextlib.suppress(Exception):
             self._loop.run(self._close_scheduler(), TEARDOWN_TIMEOUT_S / 4)
-        self._nanny = None
+        self._worker = None
         self._loop.stop()
 
     def _abort(self, status: int) -> None:

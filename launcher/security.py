@@ -8,8 +8,11 @@ own, and travels to the other ranks with the scheduler address (:mod:`launcher.e
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +25,19 @@ __all__ = [
     "dask_config_for",
     "new_tls_key_pair",
     "remove_job_dir",
+    "remove_stale_job_dirs",
     "security_for",
     "write_job_dir",
 ]
 
 
-def new_tls_key_pair(*, valid_days: int = 30) -> tuple[str, str]:
+OWNER_FILE = "owner.json"
+"""Which process wrote a job directory: host, pid and that process's start time."""
+CERT_VALID_DAYS = 30
+"""Lifetime of a job's certificate; a job directory older than this is useless."""
+
+
+def new_tls_key_pair(*, valid_days: int = CERT_VALID_DAYS) -> tuple[str, str]:
     """A fresh self-signed certificate and its private key, both PEM text.
 
     Like ``Security.temporary()`` (same subject, ``dask-internal``), but with an ECDSA P-256
@@ -109,12 +119,78 @@ def write_job_dir(root: Path, contact: ClusterContact) -> Path:
     directory = root / (contact.job or f"pid-{os.getpid()}")
     directory.mkdir(mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    for name, text in (("cert.pem", contact.tls_cert_pem), ("key.pem", contact.tls_key_pem)):
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text or "")
-    (directory / "scheduler-address").write_text(contact.address + "\n")
+    files = (
+        ("cert.pem", contact.tls_cert_pem or ""),
+        ("key.pem", contact.tls_key_pem or ""),
+        ("scheduler-address", contact.address + "\n"),
+        (OWNER_FILE, json.dumps(_this_process())),
+    )
+    for name, text in files:
+        _write_private(directory / name, text)
     return directory
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user only, whatever the umask (0600 from creation)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _this_process() -> dict[str, object]:
+    import psutil
+
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": psutil.Process().create_time(),
+    }
+
+
+def _owner_alive(owner: dict[str, object]) -> bool:
+    """Whether the process that wrote the directory still runs (a reused pid does not count)."""
+    import psutil
+
+    try:
+        process = psutil.Process(int(str(owner["pid"])))
+        return abs(process.create_time() - float(str(owner["started"]))) < 1.0
+    except (psutil.NoSuchProcess, KeyError, ValueError):
+        return False
+
+
+def _is_stale(directory: Path, host: str, now_s: float, max_age_s: float) -> bool:
+    try:
+        owner = json.loads((directory / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        owner = None
+    if isinstance(owner, dict) and owner.get("host") == host:
+        return not _owner_alive(owner)
+    try:  # another host's job (a shared home) or an unknown writer: only its age tells
+        return now_s - directory.stat().st_mtime > max_age_s
+    except OSError:
+        return False
+
+
+def remove_stale_job_dirs(
+    root: Path, *, max_age_s: float = CERT_VALID_DAYS * 86400.0, now_s: float | None = None
+) -> list[Path]:
+    """Delete job directories whose job is over but whose rank 0 could not clean up (SIGKILL).
+
+    A directory is stale when the process that wrote it ran on this host and is gone, or,
+    written on another host (the home directory may be shared by every node), when it is older
+    than ``max_age_s``: by then its certificate has expired anyway. Running jobs' directories,
+    here or on other nodes, are kept. Returns the directories removed.
+    """
+    if not root.is_dir():
+        return []
+    host, now_s = socket.gethostname(), time.time() if now_s is None else now_s
+    removed = []
+    for directory in root.iterdir():
+        if directory.is_dir() and _is_stale(directory, host, now_s, max_age_s):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
 
 
 def remove_job_dir(directory: Path | None) -> None:

@@ -67,7 +67,12 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """The one Dask worker a rank runs: a nanny with the ``preload`` module."""
+    """The one Dask worker a rank runs: in the rank's process, or under a nanny (``--nanny``).
+
+    In-process, the rank applies ``env`` and the ``preload`` module's GPU choice to itself
+    before the worker starts; a nanny runs ``preload_nanny`` and passes ``env`` to the worker
+    process it spawns.
+    """
 
     name: str
     nthreads: int
@@ -75,6 +80,7 @@ class WorkerSpec:
     preload_nanny: tuple[str, ...]
     interface: str | None
     env: Mapping[str, str]
+    nanny: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,9 +210,10 @@ def plan_job(info: RankInfo, options: LaunchOptions, host: HostFacts) -> dict[in
                 name=str(rank),
                 nthreads=1,
                 memory_limit_bytes=memory,
-                preload_nanny=("preload",),
+                preload_nanny=("preload",) if options.nanny else (),
                 interface=options.worker_interface or default_interface,
                 env={"POLARS_MAX_THREADS": str(threads)},
+                nanny=options.nanny,
             ),
             local_workers=workers,
             rendezvous_host=rendezvous_host,
@@ -214,6 +221,15 @@ def plan_job(info: RankInfo, options: LaunchOptions, host: HostFacts) -> dict[in
         )
         for rank in range(info.size)
     }
+
+
+def _worker_kind(plan: RankPlan) -> str:
+    """Where the rank's worker runs, as ``--dry-run`` says it."""
+    if plan.exchange == "local":
+        return "local cluster processes"
+    if plan.worker.nanny:
+        return f"nanny, preload={','.join(plan.worker.preload_nanny)}"
+    return "in-process"
 
 
 def describe_plan(plans: Mapping[int, RankPlan]) -> str:
@@ -224,7 +240,7 @@ def describe_plan(plans: Mapping[int, RankPlan]) -> str:
     >>> print(describe_plan(plan_job(info, LaunchOptions(), HostFacts(8 << 30, 2, False))))
     script: -m launcher.demo
     exchange: local, protocol: tls, scheduler interface: lo
-    rank 0: scheduler+script, 2 worker(s) x 1 thread, memory_limit=4.00 GiB, preload=preload, ...
+    rank 0: scheduler+script, 2 worker(s) x 1 thread, memory_limit=4.00 GiB, local cluster ...
     """
     first = plans[min(plans)]
     lines = [
@@ -245,8 +261,7 @@ def describe_plan(plans: Mapping[int, RankPlan]) -> str:
         lines.append(
             f"rank {plan.rank}: {roles or 'worker'}, {plan.local_workers} worker(s) x "
             f"{worker.nthreads} thread, memory_limit={worker.memory_limit_bytes / 2**30:.2f} GiB, "
-            f"preload={','.join(worker.preload_nanny)}, "
-            f"interface={worker.interface or 'default'}, "
+            f"{_worker_kind(plan)}, interface={worker.interface or 'default'}, "
             + ", ".join(f"{key}={value}" for key, value in sorted(worker.env.items()))
         )
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from preload.gpus import nvml_device_count, visible_gpu_ids
 from preload.ranks import detect_rank_info
 from preload.refusal import refuse_to_start
 
-__all__ = ["dask_setup", "dask_teardown"]
+__all__ = ["assign_for_rank", "dask_setup", "dask_teardown", "log_assignment"]
 
 logger = logging.getLogger("preload")
 
@@ -64,10 +64,14 @@ def _log_cpu_worker() -> None:
     )
 
 
-def decide(nanny: Any, environ: Mapping[str, str]) -> GpuAssignment:
-    """The GPU for ``nanny``'s worker, from ``environ`` (process env overlaid by ``nanny.env``)."""
-    if environ.get(LOCAL_CLUSTER_GPU_IDS_ENV):
-        return assign_local_cluster_gpu(environ[LOCAL_CLUSTER_GPU_IDS_ENV], nanny.name)
+def assign_for_rank(
+    environ: Mapping[str, str], *, workers_per_process: int = 1, index: int = 0
+) -> GpuAssignment:
+    """The GPU of worker ``index`` of this launcher task, read from ``environ`` and the driver.
+
+    The nanny preload (:func:`decide`) and ``python -m launcher.run``, whose ranks run their
+    worker in-process (one worker, ``index`` 0), both decide here, so the rule cannot drift.
+    """
     info = detect_rank_info(environ)
     nvml_count = 0 if environ.get("CUDA_VISIBLE_DEVICES") == "" else nvml_device_count()
     return assign_gpu(
@@ -75,11 +79,33 @@ def decide(nanny: Any, environ: Mapping[str, str]) -> GpuAssignment:
         list_was_set="CUDA_VISIBLE_DEVICES" in environ,
         local_rank=info.local_rank,
         local_size=info.local_size,
-        workers_per_process=_nannies_in_process(nanny),
-        index=_claim_index(nanny),
+        workers_per_process=workers_per_process,
+        index=index,
         nvml_count=nvml_count,
         per_task_hint=bool(environ.get("SLURM_GPUS_PER_TASK")),
         allow_sharing=sharing_allowed(environ),
+    )
+
+
+def log_assignment(assignment: GpuAssignment) -> None:
+    """Say which GPU the worker got, or (once per process) that it is a CPU worker."""
+    if assignment.gpu_id is None:
+        _log_cpu_worker()
+    else:
+        logger.info(
+            "polars-hpc preload: worker slot %d gets GPU %s (%s)",
+            assignment.local_index,
+            assignment.gpu_id,
+            assignment.source,
+        )
+
+
+def decide(nanny: Any, environ: Mapping[str, str]) -> GpuAssignment:
+    """The GPU for ``nanny``'s worker, from ``environ`` (process env overlaid by ``nanny.env``)."""
+    if environ.get(LOCAL_CLUSTER_GPU_IDS_ENV):
+        return assign_local_cluster_gpu(environ[LOCAL_CLUSTER_GPU_IDS_ENV], nanny.name)
+    return assign_for_rank(
+        environ, workers_per_process=_nannies_in_process(nanny), index=_claim_index(nanny)
     )
 
 
@@ -100,15 +126,7 @@ def dask_setup(nanny: Any) -> None:
         refuse_to_start(nanny, error)
         return
     nanny.env.update(assignment.worker_env(environ))
-    if assignment.gpu_id is None:
-        _log_cpu_worker()
-    else:
-        logger.info(
-            "polars-hpc preload: worker slot %d gets GPU %s (%s)",
-            assignment.local_index,
-            assignment.gpu_id,
-            assignment.source,
-        )
+    log_assignment(assignment)
 
 
 def dask_teardown(nanny: Any) -> None:

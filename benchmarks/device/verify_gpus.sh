@@ -4,19 +4,8 @@
 # $OUT/<step>.log and goes on when one fails, so one run shows everything.
 #   STEPS="checks comm tpch" benchmarks/device/verify_gpus.sh
 set -uo pipefail
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PATH="/tmp/site/bin:$PATH"
-out="${OUT:-/tmp/verify-out}"
-mkdir -p "$out"
-gpus=$(nvidia-smi -L | wc -l)
+source "$(dirname "$0")/steps.sh"
 steps="${STEPS:-checks comm tpch}"
-
-step() {  # step NAME COMMAND...: run, tee to $out/NAME.log, report the status
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  "$@" 2>&1 | tee "$out/$name.log"
-  echo "=== $name exit ${PIPESTATUS[0]}"
-}
 
 engine_on_all_gpus() {
   # A file, not stdin: worker processes are spawned and re-import the parent's __main__.

@@ -7,8 +7,9 @@ own tag space (:meth:`Communicator.query_scope`) so two queries never read each 
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
 __all__ = ["Communicator", "CommunicatorError", "PeerFailedError", "QueryAbortedError"]
@@ -61,6 +62,43 @@ class Communicator(ABC):
         self, tag: int, payloads: Sequence[bytes | memoryview]
     ) -> list[bytes | memoryview]:
         """Send ``payloads[r]`` to rank ``r`` and return what each rank sent here, by rank."""
+
+    def alltoall_stream(
+        self,
+        tag: int,
+        outgoing: Sequence[Iterable[bytes | memoryview]],
+        room: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[int, int, bytes | memoryview]]:
+        """Send the messages of ``outgoing[r]`` to rank ``r``; yield each received message.
+
+        Yields ``(source, index, payload)`` as messages arrive (each source's in order, this
+        rank's own first); iterate to the end. ``outgoing[r]`` may be a generator: messages
+        are taken from it shortly before they may go. ``room`` says how many more received
+        bytes the caller can hold right now: a communicator that supports it lets peers send
+        only what fits, plus one message when the caller holds all it can (so a
+        memory-bounded consumer sees at most one message beyond its limit), see
+        :mod:`engine.comm.stream`.
+
+        This default produces and receives everything at once and ignores ``room``: it is
+        correct on any communicator, bounded on none. Transports override it.
+
+        Examples
+        --------
+        >>> for src, index, payload in comm.alltoall_stream(3, chunks):  # doctest: +SKIP
+        ...     parts[src].append(payload)
+        """
+        messages = [list(chunks) for chunks in outgoing]
+        counts = self.alltoall(tag, [struct.pack("<Q", len(chunks)) for chunks in messages])
+        peers = [(self.rank + step) % self.nranks for step in range(1, self.nranks)]
+        for peer in peers:
+            for chunk in messages[peer]:
+                self.send(peer, tag, chunk)
+        for index, chunk in enumerate(messages[self.rank]):
+            yield self.rank, index, chunk
+        for src in peers:
+            (count,) = struct.unpack("<Q", counts[src])
+            for index in range(count):
+                yield src, index, self.recv(src, tag)
 
     @abstractmethod
     def allgather(self, tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:

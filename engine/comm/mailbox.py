@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.comm.base import CommunicatorError, PeerFailedError, QueryAbortedError
@@ -105,6 +105,35 @@ class Mailbox:
                 if not queue:
                     del self._queues[key]
             return out
+
+    def take_any(
+        self, keys: Sequence[Key], describe: Callable[[], str]
+    ) -> tuple[Key, bytes | memoryview]:
+        """Wait until a message is stored under any of ``keys``; take the first such one.
+
+        Keys are tried in the given order, so a caller that lists what it most wants first
+        (its data before its control messages, say) gets that whenever it is there.
+        """
+        scopes = {key[0] for key in keys}
+        with self._cond:
+            self._cond.wait_for(lambda: self._broken(scopes) or any(map(self._queues.get, keys)))
+            self._raise_if_broken(scopes, describe)
+            key = next(key for key in keys if self._queues.get(key))
+            queue = self._queues[key]
+            payload = queue.popleft()
+            if not queue:
+                del self._queues[key]
+            return key, payload
+
+    def queued_bytes(self, scope: int, op: Op) -> int:
+        """Bytes of stored, not yet taken messages of ``op`` in ``scope`` (a diagnostic)."""
+        with self._cond:
+            return sum(
+                len(payload)
+                for key, queue in self._queues.items()
+                if key[0] == scope and key[1] is op
+                for payload in queue
+            )
 
     def wait_sent(
         self, scope: int, handles: Iterable[SendHandle], describe: Callable[[], str]

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
 from engine.comm.base import Communicator, CommunicatorError
 from engine.comm.mailbox import Mailbox, SendHandle
 from engine.comm.protocol import MAX_SCOPE_ID, MAX_TAG, Header, Op
+from engine.comm.stream import stream_alltoall
 from engine.comm.transport import Callbacks, Transport
 
 __all__ = ["PeerCommunicator", "QueryCommunicator"]
@@ -123,6 +124,32 @@ class _ScopeOps(Communicator):
                 f"alltoall needs one payload per rank: got {len(payloads)} for {self.nranks} ranks"
             )
         return self._exchange(Op.ALLTOALL, tag, payloads)
+
+    def alltoall_stream(
+        self,
+        tag: int,
+        outgoing: Sequence[Iterable[bytes | memoryview]],
+        room: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[int, int, bytes | memoryview]]:
+        """Flow-controlled all-to-all of message sequences (see :mod:`engine.comm.stream`)."""
+        if len(outgoing) != self.nranks:
+            raise ValueError(
+                f"alltoall_stream needs one message sequence per rank: got {len(outgoing)} for "
+                f"{self.nranks} ranks"
+            )
+        views = [map(_as_bytes_view, chunks) for chunks in outgoing]
+        core = self._core
+        return stream_alltoall(
+            core.mailbox,
+            core.transport,
+            core.rank,
+            core.nranks,
+            self._scope,
+            _checked_tag(tag),
+            views,
+            room,
+            self._describer("alltoall_stream", tag),
+        )
 
     def allgather(self, tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
         """Every rank's ``payload``, by rank."""

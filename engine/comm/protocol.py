@@ -30,6 +30,10 @@ class Op(IntEnum):
     BARRIER = 4
     ABORT = 5
     HEARTBEAT = 6
+    STREAM_META = 7
+    STREAM_CREDIT = 8
+    STREAM_DATA = 9
+    STREAM_EAGER = 10
 
 
 @dataclass(frozen=True, slots=True)

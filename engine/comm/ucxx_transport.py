@@ -12,7 +12,9 @@ receives; the 64-bit UCX tag says what a message is and who sent it::
 
 A dispatcher thread keeps one header receive posted per peer; when a header arrives it posts
 the payload's chunk receives straight into one fresh buffer and delivers the message when they
-complete. UCX's own progress runs in UCXX's progress thread (blocking mode: no busy polling).
+complete and every earlier message of that peer was delivered (messages from one peer arrive
+in the order they were sent, whatever their sizes). UCX's own progress runs in UCXX's progress
+thread (blocking mode: no busy polling).
 
 Endpoints use UCX's peer-failure error handling by default, so a peer that dies makes pending
 requests fail instead of taking this process down. That mode costs speed on one host: UCX then
@@ -74,10 +76,14 @@ def tcp_tuning(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def ucxx_importable() -> bool:
-    """Whether ``import ucxx`` works in this process."""
+    """Whether ``import ucxx`` works in this process.
+
+    A UCX library conflict (another UCX already loaded, e.g. by MPI) fails with ``OSError``
+    ("undefined symbol"), not ``ImportError``; either way the TCP transport is the answer.
+    """
     try:
         _import_ucxx()
-    except ImportError:
+    except (ImportError, OSError):
         return False
     return True
 
@@ -239,20 +245,21 @@ class UcxxTransport:
                 header = Header.unpack(buf)
                 callbacks.on_activity(peer)
                 headers[peer] = self._post_header_recv(peer)
-                if header.length == 0:
-                    callbacks.on_message(peer, header, memoryview(b""))
-                    continue
                 payload = allocate(header.length)
                 arriving.append(
                     (peer, header, payload, self._post_chunk_recvs(peer, header, payload))
                 )
+            # Deliver each peer's messages in the order they were sent: a small message's
+            # chunks can complete before those of a larger one posted earlier.
             still_arriving = []
+            waiting_peers: set[int] = set()
             for peer, header, payload, requests in arriving:
-                if all(request.completed for request in requests):
+                if peer not in waiting_peers and all(r.completed for r in requests):
                     progressed = True
                     if all(self._ok(request, peer, callbacks) for request in requests):
                         callbacks.on_message(peer, header, payload)
                 else:
+                    waiting_peers.add(peer)
                     still_arriving.append((peer, header, payload, requests))
             arriving = still_arriving
             progressed |= self._reap_sends(callbacks)

@@ -2,33 +2,53 @@
 
 :class:`engine.dask.DaskEngine`'s ``collect``, ``execute``, ``sink_*`` and ``explain`` are thin
 delegates to the functions here, so the engine class stays about lifecycle.
+
+Failure rules kept here: a query polars rejects raises polars' own error (type and message);
+a query that fails on the workers, or that the user interrupts (Ctrl-C), is cancelled on every
+rank before the error leaves this module, so the engine can run the next query at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import time
 import weakref
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from engine.comm.base import PeerFailedError
 from engine.executor.dispatch import (
     CommunicatorLookup,
     DistributedQueryResult,
+    RankOutput,
     RankSettings,
     apply_fallback_mode,
+    cancel_query_on_worker,
     gather_outputs,
-    gather_result,
     new_query_id,
+    present_workers,
     submit_ranks,
 )
 from engine.executor.rank import PartitionLimits
-from engine.executor.sinks import SinkFormat, SinkRequest, prepare_sink_directory, sink_request
-from engine.plan import DistributedPlan, format_plan, plan_lazyframe
+from engine.executor.results import concat_result
+from engine.executor.sinks import (
+    SinkFormat,
+    SinkRequest,
+    abandon_sink,
+    commit_sink,
+    prepare_sink_directory,
+    sink_request,
+    write_part,
+)
+from engine.plan import DistributedPlan, dsl, format_plan, plan_lazyframe
+from engine.plan.nodes import Fallback
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Future
     from polars.lazyframe.opt_flags import QueryOptFlags
 
     from engine.options import StreamingOptions
@@ -36,6 +56,13 @@ if TYPE_CHECKING:
 __all__ = ["collect_query", "execute_query", "explain_query", "last_plan", "sink_query"]
 
 _LAST_PLAN: weakref.WeakKeyDictionary[Any, DistributedPlan] = weakref.WeakKeyDictionary()
+_FILE_ERRORS: Final = (
+    pl.exceptions.ComputeError,
+    pl.exceptions.SchemaError,
+    pl.exceptions.ColumnNotFoundError,
+)
+"""Errors polars raises for a bad input file, often without naming the file."""
+_MAX_FILES_CHECKED: Final = 1000
 
 
 def last_plan(engine: object) -> DistributedPlan | None:
@@ -43,12 +70,36 @@ def last_plan(engine: object) -> DistributedPlan | None:
     return _LAST_PLAN.get(engine)
 
 
-def _plan(engine: Any, lf: pl.LazyFrame) -> DistributedPlan:
+def _plan(
+    engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags
+) -> tuple[DistributedPlan, pl.DataFrame | None]:
+    """The plan of ``lf``, and the answer when polars had to compute it on the client.
+
+    The planner asks polars for row counts and schemas of the inputs, and polars may reject
+    those smaller queries with another error than the user's query gets (files with different
+    columns: an "extra column" error for the row count, a dtype mismatch for the query). Then
+    the user's query runs with polars on the client: it raises polars' own error, or (rarely)
+    succeeds, and that answer is returned as a client-side fallback.
+    """
     options: StreamingOptions = engine.options
-    plan = plan_lazyframe(lf, broadcast_limit=options.broadcast_limit)
+    planning_error: pl.exceptions.PolarsError | None = None
+    try:
+        plan = plan_lazyframe(lf, broadcast_limit=options.broadcast_limit)
+    except pl.exceptions.PolarsError as error:
+        planning_error = error
+    if planning_error is None:
+        _LAST_PLAN[engine] = plan
+        apply_fallback_mode(plan.fallbacks, options.fallback_mode)
+        return plan, None
+    frame = _with_optimizations(lf, optimizations).collect()  # raises polars' own error
+    reason = (
+        f"the planner's row count failed ({type(planning_error).__name__}: {planning_error}), "
+        "so polars ran it on the client"
+    )
+    plan = DistributedPlan(None, frame.schema, (Fallback("query", reason, on_client=True),))
     _LAST_PLAN[engine] = plan
     apply_fallback_mode(plan.fallbacks, options.fallback_mode)
-    return plan
+    return plan, frame
 
 
 def _settings(engine: Any, sink: SinkRequest | None = None) -> RankSettings:
@@ -80,31 +131,163 @@ def _with_optimizations(lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.La
     return pl.LazyFrame._from_pyldf(lf._ldf.with_optimizations(optimizations._pyoptflags))
 
 
-def _submit(engine: Any, plan: DistributedPlan, sink: SinkRequest | None = None) -> list[Any]:
+def _check_workers_present(client: Client, workers: list[str]) -> None:
+    """Refuse to submit to a rank whose worker is gone: its task would wait forever."""
+    present = present_workers(client)
+    for rank, address in enumerate(workers):
+        if address not in present:
+            raise PeerFailedError(
+                f"rank {rank}'s worker {address} is no longer in the cluster (its process died "
+                "or was restarted); this DaskEngine's ranks are fixed when it starts: create a "
+                "new DaskEngine"
+            )
+
+
+def _run_ranks(
+    engine: Any, plan: DistributedPlan, sink: SinkRequest | None = None
+) -> tuple[list[RankOutput], float]:
+    """Submit one task per rank and wait for all; on any failure cancel the query everywhere.
+
+    Any ``BaseException`` counts: a ``KeyboardInterrupt`` (Ctrl-C) arrives here while the
+    client waits, and the ranks must not keep computing for a query nobody waits for.
+    """
     client: Client = engine.client
+    workers: list[str] = engine._workers
+    _check_workers_present(client, workers)
     _, lookup = _comm_handles(engine)
-    return submit_ranks(client, engine._workers, plan, _settings(engine, sink), lookup)
+    settings = _settings(engine, sink)
+    start = time.perf_counter()
+    futures = submit_ranks(client, workers, plan, settings, lookup)
+    try:
+        outputs = gather_outputs(client, futures, workers)
+    except BaseException:
+        _cancel(client, settings.query_id, futures)
+        raise
+    return outputs, time.perf_counter() - start
+
+
+def _cancel(client: Client, query_id: str, futures: list[Future]) -> None:
+    """Stop every rank of ``query_id`` at its next exchange and release its tasks."""
+    with contextlib.suppress(Exception):
+        client.run(cancel_query_on_worker, query_id, wait=False)
+    with contextlib.suppress(Exception):
+        client.cancel(futures, reason="polars-hpc query cancelled", msg="query cancelled")
+
+
+@contextlib.contextmanager
+def _naming_the_file(lf: pl.LazyFrame) -> Iterator[None]:
+    """Add a note naming the input file at fault to polars' error, when one is at fault.
+
+    polars says "data type mismatch for column a" or "File out of specification" without the
+    file; among thousands that is no help. The error keeps polars' type and message (a note
+    is printed below it), and the files are only looked at once the query failed.
+    """
+    try:
+        yield
+    except _FILE_ERRORS as error:
+        with contextlib.suppress(Exception):
+            culprit = _file_at_fault(lf)
+            if culprit is not None and culprit[0] not in str(error):
+                error.add_note(f"DaskEngine: the input file at fault is {culprit[0]}: {culprit[1]}")
+        raise
+
+
+def _file_at_fault(lf: pl.LazyFrame) -> tuple[str, str] | None:
+    """The first scanned file that polars cannot read or whose schema differs from the first's."""
+    for scan in _scans(dsl.serialize_plan(lf)):
+        reader = getattr(pl, f"scan_{dsl.scan_format(scan)}", None)
+        if reader is None:
+            continue
+        first: tuple[str, pl.Schema] | None = None
+        for path in _expand(dsl.scan_sources(scan))[:_MAX_FILES_CHECKED]:
+            try:
+                schema = reader(path).collect_schema()
+            except pl.exceptions.PolarsError as error:
+                return path, f"polars cannot read it ({type(error).__name__}: {error})"
+            if first is None:
+                first = (path, schema)
+                continue
+            difference = _schema_difference(first[1], schema)
+            if difference:
+                return path, f"{difference} (compared with the first file, {first[0]})"
+    return None
+
+
+def _scans(tree: Any) -> Iterator[dsl.Node]:
+    """Every file ``Scan`` node of a DSL tree."""
+    if isinstance(tree, dict):
+        body = tree.get("Scan")
+        if isinstance(body, dict) and "sources" in body:
+            yield tree
+        for value in tree.values():
+            yield from _scans(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _scans(value)
+
+
+def _expand(sources: list[str]) -> list[str]:
+    """Local files behind paths, globs and directories, in polars' (sorted) order."""
+    files: list[str] = []
+    for source in sources:
+        if glob.has_magic(source):
+            files.extend(sorted(glob.glob(source, recursive=True)))
+        elif Path(source).is_dir():
+            files.extend(sorted(str(p) for p in Path(source).rglob("*") if p.is_file()))
+        else:
+            files.append(source)
+    return files
+
+
+def _schema_difference(first: pl.Schema, other: pl.Schema) -> str:
+    """How ``other`` differs from ``first``, in words; empty when it does not."""
+    changed = [
+        f"column {name!r} is {dtype} here, {first[name]} there"
+        for name, dtype in other.items()
+        if name in first and first[name] != dtype
+    ]
+    extra = [name for name in other if name not in first]
+    missing = [name for name in first if name not in other]
+    if extra:
+        changed.append(f"it has column(s) {extra} the first file lacks")
+    if missing:
+        changed.append(f"it lacks column(s) {missing}")
+    return "; ".join(changed)
 
 
 def collect_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:
     """``collect``: every rank's part, fetched from the workers, in rank order."""
-    plan = _plan(engine, lf)
+    with _naming_the_file(lf):
+        return _collect(engine, lf, optimizations)
+
+
+def _collect(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:
+    plan, answer = _plan(engine, lf, optimizations)
+    if answer is not None:
+        return answer
     if plan.root is None:
         return _with_optimizations(lf, optimizations).collect()
-    start = time.perf_counter()
-    result, shuffled = gather_result(engine.client, plan, _submit(engine, plan))
-    _record_stats(engine, plan, shuffled, time.perf_counter() - start)
-    return result
+    outputs, elapsed_s = _run_ranks(engine, plan)
+    frames = [out.frame for out in outputs if out.frame is not None]
+    _record_stats(engine, plan, sum(out.bytes_sent for out in outputs), elapsed_s)
+    return concat_result(plan, frames)
 
 
 def execute_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> Any:
     """``execute``: a ``QueryResult`` whose parts stay on the workers until read."""
-    plan = _plan(engine, lf)
+    with _naming_the_file(lf):
+        plan, answer = _plan(engine, lf, optimizations)
     if plan.root is None:
         from polars.lazyframe.query_result import SingleNodeQueryResult
 
-        return SingleNodeQueryResult(_with_optimizations(lf, optimizations).collect())
-    return DistributedQueryResult(engine.client, plan, _submit(engine, plan))
+        if answer is None:
+            answer = _with_optimizations(lf, optimizations).collect()
+        return SingleNodeQueryResult(answer)
+    client: Client = engine.client
+    _check_workers_present(client, engine._workers)
+    _, lookup = _comm_handles(engine)
+    futures = submit_ranks(client, engine._workers, plan, _settings(engine), lookup)
+    return DistributedQueryResult(client, plan, futures, engine._workers)
 
 
 def sink_query(
@@ -112,18 +295,29 @@ def sink_query(
 ) -> None:
     """``sink_*``: each rank writes ``path/part.<rank>.<i>.<ext>``; returns when all are written."""
     request = sink_request(file_format, path, kwargs)
-    plan = _plan(engine, lf)
-    prepare_sink_directory(request)
-    if plan.root is None:
-        frame = _with_optimizations(lf, kwargs["optimizations"]).collect()
-        from engine.executor.sinks import write_part
+    with _naming_the_file(lf):
+        _sink(engine, lf, request, kwargs["optimizations"])
 
-        write_part(request, frame.lazy(), 0, 0)
-        return
-    start = time.perf_counter()
-    outputs = gather_outputs(engine.client, _submit(engine, plan, request))
-    shuffled = sum(out.bytes_sent for out in outputs)
-    _record_stats(engine, plan, shuffled, time.perf_counter() - start)
+
+def _sink(
+    engine: Any, lf: pl.LazyFrame, request: SinkRequest, optimizations: QueryOptFlags
+) -> None:
+    plan, answer = _plan(engine, lf, optimizations)
+    request = prepare_sink_directory(request)
+    try:
+        if plan.root is None:
+            if answer is None:
+                answer = _with_optimizations(lf, optimizations).collect()
+            staged = [write_part(request, answer.lazy(), 0, 0)]
+        else:
+            outputs, elapsed_s = _run_ranks(engine, plan, request)
+            staged = [path for out in outputs for path in out.files]
+    except BaseException:
+        abandon_sink(request)
+        raise
+    commit_sink(request, staged)
+    if plan.root is not None:
+        _record_stats(engine, plan, sum(out.bytes_sent for out in outputs), elapsed_s)
 
 
 def _record_stats(engine: Any, plan: DistributedPlan, shuffled: int, elapsed_s: float) -> None:

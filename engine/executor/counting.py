@@ -6,7 +6,7 @@ test sees that pruning kept columns off the network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 
 from engine.comm.base import Communicator
@@ -47,6 +47,23 @@ class CountingCommunicator(Communicator):
         """All-to-all; counts what leaves this rank."""
         self.bytes_sent += sum(len(p) for r, p in enumerate(payloads) if r != self.rank)
         return self.inner.alltoall(tag, payloads)
+
+    def alltoall_stream(
+        self,
+        tag: int,
+        outgoing: Sequence[Iterable[bytes | memoryview]],
+        room: Callable[[], int] | None = None,
+    ) -> Iterator[tuple[int, int, bytes | memoryview]]:
+        """Streaming all-to-all; counts what leaves this rank, as it is produced."""
+        counted = [
+            chunks if r == self.rank else self._counted(chunks) for r, chunks in enumerate(outgoing)
+        ]
+        return self.inner.alltoall_stream(tag, counted, room)
+
+    def _counted(self, chunks: Iterable[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+        for chunk in chunks:
+            self.bytes_sent += memoryview(chunk).nbytes
+            yield chunk
 
     def allgather(self, tag: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
         """All-gather; counts one copy per other rank."""

@@ -8,18 +8,21 @@ once), finds its communicator and runs :class:`engine.executor.rank.RankExecutor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
+import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from engine.comm.base import QueryAbortedError
+from engine.comm.base import CommunicatorError, PeerFailedError
 from engine.executor.counting import CountingCommunicator
 from engine.executor.exchange import SpillPolicy
 from engine.executor.fragments import FragmentRunner, choose_fragment_engine
@@ -28,6 +31,8 @@ from engine.executor.rank import PartitionLimits, RankExecutor
 from engine.executor.results import concat_result, rank_frames
 from engine.executor.sinks import SinkRequest, write_part
 from engine.plan.nodes import DistributedPlan, Fallback
+from engine.progress import current_observation, stage_event_sender
+from engine.stats import StageRecorder
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -36,17 +41,64 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DistributedQueryResult",
+    "QueryCancelledError",
     "RankOutput",
     "RankSettings",
     "apply_fallback_mode",
+    "cancel_query_on_worker",
     "gather_result",
     "new_query_id",
+    "present_workers",
     "run_rank",
     "submit_ranks",
 ]
 
 CommunicatorLookup = Callable[[str], "Communicator"]
 """``comm_id -> communicator`` of this worker (runs on the worker)."""
+
+LOST_WORKER_POLL_S = 1.0
+"""How often the client checks, while it waits, that every rank's worker is still there."""
+ECHO_GRACE_S = 2.0
+"""After a rank failed, how long the client waits for the rank whose error caused it."""
+
+_CANCELLED_QUERIES: dict[str, None] = {}
+"""Query ids the client cancelled (Ctrl-C, a failed rank), per worker process, oldest first."""
+_CANCELLED_KEPT = 4096
+"""Cancelled ids remembered; a cancellation arriving after its ranks ended is never removed."""
+_CANCELLED_LOCK = threading.Lock()
+
+
+class QueryCancelledError(CommunicatorError):
+    """The client cancelled the query (Ctrl-C in ``collect``, or another rank failed)."""
+
+
+async def cancel_query_on_worker(query_id: str) -> None:
+    """Mark ``query_id`` cancelled in this worker process (``client.run(..., wait=False)``).
+
+    A coroutine because Dask runs only those without waiting for the answer; a Ctrl-C handler
+    must not wait on the workers.
+
+    Its ranks stop at their next exchange: raising there leaves the query scope with an error,
+    which aborts the peers waiting in that exchange, so every rank stops within one fragment.
+    """
+    with _CANCELLED_LOCK:
+        _CANCELLED_QUERIES[query_id] = None
+        while len(_CANCELLED_QUERIES) > _CANCELLED_KEPT:
+            del _CANCELLED_QUERIES[next(iter(_CANCELLED_QUERIES))]
+
+
+def _tag_source(query_id: str) -> Callable[[], int]:
+    """Tags for one rank's exchanges; drawing one first checks that the query still runs."""
+    tags = itertools.count()
+
+    def draw() -> int:
+        with _CANCELLED_LOCK:
+            cancelled = query_id in _CANCELLED_QUERIES
+        if cancelled:
+            raise QueryCancelledError(f"query {query_id} was cancelled by the client")
+        return next(tags)
+
+    return draw
 
 
 @dataclass(frozen=True)
@@ -56,6 +108,8 @@ class RankOutput:
     frame: pl.DataFrame | None
     bytes_sent: int
     files: tuple[str, ...] = ()
+    stages: tuple[dict[str, Any], ...] = ()
+    """This rank's record of each stage (:class:`engine.stats.StageRecorder`)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +125,8 @@ class RankSettings:
     sink: SinkRequest | None = None
     spill_fraction: float = 0.25
     """Received shuffle data above this share of the worker's memory limit spills to disk."""
+    progress_topic: str | None = None
+    """Dask event topic each finished stage is reported on; ``None``: no live progress."""
 
 
 def apply_fallback_mode(
@@ -96,6 +152,9 @@ def submit_ranks(
     lookup: CommunicatorLookup | None,
 ) -> list[Future]:
     """One pinned task per rank; their futures, by rank."""
+    observation = current_observation()
+    if observation is not None:
+        settings = observation.on_submit(client, plan, settings)
     shipped = dataclasses.replace(plan, frames=())
     return [
         client.submit(
@@ -132,23 +191,23 @@ def run_rank(
         int(limit * settings.spill_fraction) if limit else None,
     )
     runner = FragmentRunner(choose_fragment_engine(settings.fragment_engine))
-    tags = itertools.count()
+    tags = _tag_source(settings.query_id)
     assert plan.root is not None
     with _communicator(settings, rank, lookup).query_scope(settings.scope_id) as scoped:
         comm = CountingCommunicator(scoped)
-        executor = RankExecutor(
-            plan, comm, frames, lambda: next(tags), settings.limits, runner, spill
-        )
+        sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
+        stages = StageRecorder(plan, comm, sender)
+        executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)
-            return RankOutput(frame, comm.bytes_sent)
+            return RankOutput(frame, comm.bytes_sent, stages=stages.records())
         written = []
         for index, part in enumerate(executor.stream(plan.root)):
             empty = isinstance(part, pl.DataFrame) and part.height == 0
             if empty and (rank != 0 or index > 0):
                 continue
             written.append(write_part(settings.sink, executor.lazy(part), rank, index))
-        return RankOutput(None, comm.bytes_sent, tuple(written))
+        return RankOutput(None, comm.bytes_sent, tuple(written), stages.records())
 
 
 def _communicator(
@@ -173,28 +232,100 @@ def _communicator(
 
 
 def gather_result(
-    client: Client, plan: DistributedPlan, futures: list[Future]
+    client: Client,
+    plan: DistributedPlan,
+    futures: list[Future],
+    workers: Sequence[str] | None = None,
 ) -> tuple[pl.DataFrame, int]:
     """Every rank's part, fetched straight from its worker, in rank order; and bytes shuffled."""
-    outputs = gather_outputs(client, futures)
+    outputs = gather_outputs(client, futures, workers)
     frames = [out.frame for out in outputs if out.frame is not None]
     return concat_result(plan, frames), sum(out.bytes_sent for out in outputs)
 
 
-def gather_outputs(client: Client, futures: list[Future]) -> list[RankOutput]:
+def gather_outputs(
+    client: Client, futures: list[Future], workers: Sequence[str] | None = None
+) -> list[RankOutput]:
     """Every rank's output; if ranks failed, raise the root cause, not a peer's abort.
 
     When one rank fails, its peers leave their collectives with ``QueryAbortedError``; the
-    error worth showing is the one that is not such an echo.
+    error worth showing is the one that is not such an echo. The wait ends as soon as the query
+    cannot succeed, not when every rank ended: the task of a rank whose worker died never ends
+    (Dask keeps it waiting for a worker of that address), so ``workers`` (rank order) are
+    checked while waiting and a missing one fails the query, naming its rank.
     """
+    failure = _wait_for_ranks(client, futures, workers)
+    if failure is not None:
+        raise failure
+    outputs = client.gather(futures, direct=True)
+    observation = current_observation()
+    if observation is not None:
+        observation.on_outputs(outputs)
+    return outputs
+
+
+def _wait_for_ranks(
+    client: Client, futures: list[Future], workers: Sequence[str] | None
+) -> BaseException | None:
+    """Wait until every rank finished (``None``) or the query failed (the error to raise)."""
     from distributed import wait
 
-    wait(futures)
-    errors = [f.exception() for f in futures if f.status == "error"]
-    if errors:
-        causes = [e for e in errors if not isinstance(e, QueryAbortedError)]
-        raise (causes or errors)[0]
-    return client.gather(futures, direct=True)
+    failed_at: float | None = None
+    next_worker_check = time.monotonic() + LOST_WORKER_POLL_S
+    while True:
+        failure = _root_cause(futures)
+        pending = [f for f in futures if f.status == "pending"]
+        if not pending or (failure is not None and not isinstance(failure, CommunicatorError)):
+            return failure
+        now = time.monotonic()
+        if failure is not None:
+            failed_at = now if failed_at is None else failed_at
+            if now - failed_at > ECHO_GRACE_S:
+                return failure
+        if workers is not None and now >= next_worker_check:
+            next_worker_check = now + LOST_WORKER_POLL_S
+            lost = _lost_rank(client, futures, workers)
+            if lost is not None:
+                return lost
+        with contextlib.suppress(TimeoutError):
+            wait(pending, timeout=LOST_WORKER_POLL_S, return_when="FIRST_COMPLETED")
+
+
+def _root_cause(futures: list[Future]) -> BaseException | None:
+    """The most telling error among the ranks: their own, then a dead peer, then an echo."""
+    errors: list[BaseException] = []
+    for rank, future in enumerate(futures):
+        if future.status == "error":
+            errors.append(future.exception())
+        elif future.status not in ("pending", "finished"):
+            errors.append(QueryCancelledError(f"rank {rank}'s task is {future.status}"))
+    own = [e for e in errors if not isinstance(e, CommunicatorError)]
+    dead_peer = [e for e in errors if isinstance(e, PeerFailedError)]
+    return next(iter(own or dead_peer or errors), None)
+
+
+def _lost_rank(
+    client: Client, futures: list[Future], workers: Sequence[str]
+) -> PeerFailedError | None:
+    """A ``PeerFailedError`` for the first pending rank whose worker left the cluster."""
+    present = present_workers(client)
+    for rank, (future, address) in enumerate(zip(futures, workers, strict=True)):
+        if future.status == "pending" and address not in present:
+            return PeerFailedError(
+                f"rank {rank}'s worker {address} left the cluster during the query (its process "
+                "died or was killed: see that worker's log); this DaskEngine cannot run queries "
+                "any more, create a new DaskEngine"
+            )
+    return None
+
+
+def present_workers(client: Client) -> set[str]:
+    """Addresses of the workers in the cluster now, asked of the scheduler.
+
+    ``client.ncores()`` and not ``client.scheduler_info()``: the latter returns a cache that
+    the client's periodic refresh replaces with one holding no workers, a race with threads.
+    """
+    return set(client.ncores())
 
 
 def new_query_id() -> str:
@@ -213,10 +344,17 @@ def _head(output: RankOutput, n: int) -> pl.DataFrame:
 class DistributedQueryResult:
     """A query result whose parts stay on the workers until read (polars' ``QueryResult``)."""
 
-    def __init__(self, client: Client, plan: DistributedPlan, futures: list[Future]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        plan: DistributedPlan,
+        futures: list[Future],
+        workers: Sequence[str] | None = None,
+    ) -> None:
         self._client = client
         self._plan = plan
         self._futures = futures
+        self._workers = workers
 
     @property
     def head(self) -> pl.DataFrame | None:
@@ -238,7 +376,7 @@ class DistributedQueryResult:
 
     def lazy(self) -> pl.LazyFrame:
         """Fetch the parts (rank order) and continue with polars."""
-        return gather_result(self._client, self._plan, self._futures)[0].lazy()
+        return gather_result(self._client, self._plan, self._futures, self._workers)[0].lazy()
 
     def __repr__(self) -> str:
         return f"DistributedQueryResult(ranks={len(self._futures)})"

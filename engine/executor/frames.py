@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 import polars as pl
 
-__all__ = ["concat_frames", "from_ipc", "hash_partition", "range_destinations", "to_ipc"]
+__all__ = [
+    "concat_frames",
+    "from_ipc",
+    "hash_partition",
+    "iter_ipc_chunks",
+    "range_destinations",
+    "to_ipc",
+]
 
+_SHRINK: Final = 0.9
+"""Rows of a message that came out too large are cut to this share of the proportional fit."""
 _HASH_SEEDS: Final = (0x5EED, 0xC0FFEE, 0xFACADE, 0xBEEF)
 """Fixed seeds: every process must send a key to the same rank."""
 
@@ -19,6 +28,35 @@ def to_ipc(frame: pl.DataFrame) -> bytes:
     sink = io.BytesIO()
     frame.write_ipc_stream(sink, compression="uncompressed")
     return sink.getvalue()
+
+
+def iter_ipc_chunks(frame: pl.DataFrame, max_bytes: int) -> Iterator[bytes]:
+    """``frame`` as IPC messages of at most ``max_bytes`` each (at least one, schema in each).
+
+    A receiver then holds one message at a time, not a whole partition, and a sender
+    serializes each message only when it is asked for the next one. Rows per message start
+    from the frame's average row size and shrink when a serialized message comes out larger
+    (IPC headers and padding are not in that average); only a single row may exceed
+    ``max_bytes``.
+
+    >>> chunks = list(iter_ipc_chunks(pl.DataFrame({"a": range(100_000)}), 200_000))
+    >>> len(chunks), max(map(len, chunks)) <= 200_000, sum(len(from_ipc(c)) for c in chunks)
+    (5, True, 100000)
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes={max_bytes} must be at least 1")
+    if frame.height <= 1:
+        yield to_ipc(frame)
+        return
+    rows = max(1, int(frame.height * max_bytes // max(frame.estimated_size(), 1)))
+    offset = 0
+    while offset < frame.height:
+        chunk = to_ipc(frame.slice(offset, rows))
+        if len(chunk) > max_bytes and rows > 1:
+            rows = max(1, min(rows - 1, int(rows * max_bytes * _SHRINK // len(chunk))))
+            continue
+        offset += rows
+        yield chunk
 
 
 def from_ipc(payload: bytes | memoryview) -> pl.DataFrame:

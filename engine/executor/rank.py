@@ -38,6 +38,7 @@ from engine.plan.nodes import (
     Window,
 )
 from engine.plan.planner import WINDOW_SEQ
+from engine.stats import StageRecorder
 
 __all__ = ["Part", "PartitionLimits", "RankExecutor", "rank_row_range"]
 
@@ -100,6 +101,9 @@ class RankExecutor:
         Runs fragments with polars (CPU or GPU).
     spill
         Where received shuffle data goes past the rank's memory budget.
+    stages
+        Measures each stage (``engine.last_query_stats``, progress); default: a recorder
+        that only keeps the numbers.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class RankExecutor:
         limits: PartitionLimits | None = None,
         runner: FragmentRunner | None = None,
         spill: SpillPolicy | None = None,
+        stages: StageRecorder | None = None,
     ) -> None:
         self.plan = plan
         self.comm = comm
@@ -119,6 +124,7 @@ class RankExecutor:
         self.limits = limits or PartitionLimits()
         self.runner = runner or FragmentRunner()
         self.spill = spill or SpillPolicy()
+        self.stages = stages or StageRecorder(plan, comm)
 
     def run(self) -> list[pl.DataFrame]:
         """This rank's part of the result, as materialized partitions in order."""
@@ -129,7 +135,7 @@ class RankExecutor:
     def stream(self, node: PlanNode) -> Iterator[Part]:
         """Partitions of ``node`` on this rank, in order."""
         handler = _STREAMS[type(node)]
-        yield from handler(self, node)
+        yield from self.stages.record(node, handler(self, node))
 
     def materialize(self, part: Part) -> pl.DataFrame:
         """Run a lazy partition (or pass a frame through)."""

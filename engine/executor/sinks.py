@@ -2,19 +2,38 @@
 
 Which of polars' sink arguments are forwarded to every part file is a table (one row per
 format); arguments that have no meaning for a directory of parts must keep their defaults.
+
+Nothing under a final name is ever incomplete: ranks write into a staging directory inside the
+target (``<dir>/.polars-hpc-staging-<id>/``), and only when every rank succeeded does the
+client move the parts to their final names (:func:`commit_sink`). A failed sink (a full disk,
+a rank that died) removes the staging directory (:func:`abandon_sink`) and leaves the target
+empty, never a part of the result that looks whole.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
+import re
 import shutil
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import polars as pl
 
-__all__ = ["SINK_EXTENSIONS", "SinkRequest", "prepare_sink_directory", "sink_request", "write_part"]
+__all__ = [
+    "SINK_EXTENSIONS",
+    "SinkRequest",
+    "abandon_sink",
+    "commit_sink",
+    "prepare_sink_directory",
+    "sink_request",
+    "write_part",
+]
 
 SinkFormat = Literal["parquet", "ipc", "csv", "ndjson"]
 
@@ -67,6 +86,11 @@ _REQUIRED_DEFAULTS: Final[dict[str, tuple[object, ...]]] = {
 }
 _IGNORED: Final = frozenset({"maintain_order", "mkdir", "optimizations", "storage_options"})
 
+_OS_ERROR: Final = re.compile(r"\(os error (\d+)\)")
+_WRITE_ERRNOS: Final = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO}
+)
+
 OVERWRITE_OPTION: Final = "overwrite"
 """``storage_options={"overwrite": True}`` lets a sink replace a non-empty target directory."""
 
@@ -79,6 +103,8 @@ class SinkRequest:
     directory: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
+    staging: str | None = None
+    """Directory the parts are written to before :func:`commit_sink` moves them."""
 
 
 def sink_request(file_format: SinkFormat, path: object, kwargs: Mapping[str, Any]) -> SinkRequest:
@@ -109,8 +135,12 @@ def sink_request(file_format: SinkFormat, path: object, kwargs: Mapping[str, Any
     return SinkRequest(file_format, str(path), arguments, overwrite)
 
 
-def prepare_sink_directory(request: SinkRequest) -> None:
-    """Create the target directory; a non-empty one is an error unless ``overwrite`` is asked."""
+def prepare_sink_directory(request: SinkRequest) -> SinkRequest:
+    """Create the target and a staging directory in it; the request, naming the staging one.
+
+    A non-empty target is an error unless ``overwrite`` is asked; a target this user cannot
+    write to is an error here, before any rank computes its part.
+    """
     directory = Path(request.directory)
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(
@@ -124,6 +154,14 @@ def prepare_sink_directory(request: SinkRequest) -> None:
             )
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"sink target directory {directory} is not writable by this user (permissions, or "
+            "a read-only filesystem); choose a directory you can write to"
+        )
+    staging = directory / f".polars-hpc-staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    return dataclasses.replace(request, staging=str(staging))
 
 
 def part_path(request: SinkRequest, rank: int, index: int) -> Path:
@@ -133,8 +171,52 @@ def part_path(request: SinkRequest, rank: int, index: int) -> Path:
 
 
 def write_part(request: SinkRequest, lf: pl.LazyFrame, rank: int, index: int) -> str:
-    """Stream one partition to its part file with polars; return the path written."""
-    target = part_path(request, rank, index)
+    """Stream one partition to its staged part file with polars; return the path written.
+
+    A failed write (``File too large``, ``No space left on device``) keeps polars' error and
+    gains a note naming the rank and the file, so the client's error says where it happened.
+    """
+    final = part_path(request, rank, index)
+    target = Path(request.staging) / final.name if request.staging else final
     sink = getattr(lf, f"sink_{request.file_format}")
-    sink(target, **request.arguments)
+    try:
+        sink(target, **request.arguments)
+    except Exception as error:
+        if _is_write_error(error):
+            error.add_note(
+                f"DaskEngine: rank {rank} failed writing {final} (staged as {target}); nothing "
+                f"under {request.directory} claims to be complete. A full disk or a file size "
+                "limit (ulimit -f) reads 'No space left on device' or 'File too large'"
+            )
+        raise
     return str(target)
+
+
+def _is_write_error(error: Exception) -> bool:
+    """A failure of the write itself (space, size limit, permission), not of the query.
+
+    polars raises ``OSError`` from its CSV/IPC writers and ``ComputeError`` from its parquet
+    writer, both with the OS error only as text ("File too large (os error 27)").
+    """
+    code = getattr(error, "errno", None)
+    match = _OS_ERROR.search(str(error))
+    if match is not None:
+        code = int(match.group(1))
+    return code in _WRITE_ERRNOS
+
+
+def commit_sink(request: SinkRequest, staged: Sequence[str]) -> list[str]:
+    """Every rank succeeded: move the staged parts to their final names; return those."""
+    final = []
+    for path in staged:
+        target = Path(request.directory) / Path(path).name
+        os.replace(path, target)
+        final.append(str(target))
+    abandon_sink(request)
+    return final
+
+
+def abandon_sink(request: SinkRequest) -> None:
+    """Remove the staging directory and whatever a failed sink left in it."""
+    if request.staging is not None:
+        shutil.rmtree(request.staging, ignore_errors=True)

@@ -7,9 +7,7 @@ node and a recorded :class:`Fallback`, so the answer is always polars' answer.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,6 +15,7 @@ from typing import Any, Final
 import polars as pl
 
 from engine.plan import dsl
+from engine.plan.estimates import ScanSize, plan_bytes, scan_size
 from engine.plan.nodes import (
     Aggregate,
     AggregateOutput,
@@ -80,6 +79,9 @@ class _Planner:
     broadcast_limit: int
     fallbacks: list[Fallback] = field(default_factory=list)
     frames: list[pl.DataFrame] = field(default_factory=list)
+    sizes: dict[int, tuple[PlanNode, float]] = field(default_factory=dict)
+    """Byte estimates known better than by :func:`plan_bytes` (keyed by ``id``, node kept)."""
+    scans: dict[int, tuple[ScanSource, ScanSize]] = field(default_factory=dict)
 
     def plan(self, node: dsl.Node) -> PlanNode:
         kind = dsl.node_kind(node)
@@ -108,10 +110,16 @@ class _Planner:
         if file_format not in _FILE_FORMATS or not paths:
             return None
         total_rows = dsl.lazyframe_from_dsl(node).select(pl.len()).collect().item()
-        size = sum(_file_sizes(paths))
-        return ScanSource(
-            json.dumps(node), file_format, tuple(paths), total_rows, size / max(total_rows, 1)
+        size = scan_size(file_format, paths)
+        source = ScanSource(
+            json.dumps(node),
+            file_format,
+            tuple(paths),
+            total_rows,
+            size.total_bytes / max(total_rows, 1),
         )
+        self.scans[id(source)] = (source, size)
+        return source
 
     def frame(self, node: dsl.Node) -> PlanNode:
         frame = dsl.lazyframe_from_dsl(node).collect()
@@ -132,8 +140,33 @@ class _Planner:
         name = _node_name(node)
         if isinstance(planned, RowWise):
             template = dsl.fill_leaves(own, [planned.template])
-            return RowWise(planned.input, template, (*planned.operations, name))
-        return RowWise(planned, own, (name,))
+            planned = RowWise(planned.input, template, (*planned.operations, name))
+        else:
+            planned = RowWise(planned, own, (name,))
+        self.note_projection(planned, node)
+        return planned
+
+    def note_projection(self, planned: RowWise, node: dsl.Node) -> None:
+        """Estimate fragments over a parquet scan by the bytes of the columns they output."""
+        scan = self.scans.get(id(planned.input))
+        if scan is None or scan[0] is not planned.input or not scan[1].column_bytes:
+            return
+        names = dsl.lazyframe_from_dsl(node).collect_schema().names()
+        nbytes = scan[1].of_columns(names, scan[0].total_rows)
+        self.sizes[id(planned)] = (planned, min(nbytes, plan_bytes(planned)))
+
+    def estimate(self, node: PlanNode) -> float:
+        """Upper estimate of a plan's output bytes in memory (see :func:`plan_bytes`)."""
+        known = self.sizes.get(id(node))
+        if known is not None and known[0] is node:
+            return known[1]
+        if isinstance(node, ScanSource | FrameSource):
+            return plan_bytes(node)
+        if isinstance(node, Join):
+            return self.estimate(node.left) + self.estimate(node.right)
+        if isinstance(node, SingleRank | Concat):
+            return sum(self.estimate(child) for child in node.inputs)
+        return self.estimate(node.input)
 
     def window(self, node: dsl.Node) -> PlanNode | None:
         kind = dsl.node_kind(node)
@@ -234,7 +267,9 @@ class _Planner:
             return None
         left_node, right_node = dsl.node_inputs(node) or []
         left, right = self.plan(left_node), self.plan(right_node)
-        strategy = _join_strategy(parts, _estimate(left), _estimate(right), self.broadcast_limit)
+        strategy = _join_strategy(
+            parts, self.estimate(left), self.estimate(right), self.broadcast_limit
+        )
         if strategy is None:
             reason = "this join's order or validation needs one rank to see all rows"
             return self.single_rank(node, reason, (left, right))
@@ -319,17 +354,6 @@ def _key_casts(
     return tuple(casts)
 
 
-def _estimate(node: PlanNode) -> float:
-    """Upper estimate of a plan's output bytes (file sizes and frame sizes flow upwards)."""
-    if isinstance(node, ScanSource | FrameSource):
-        return node.total_rows * node.bytes_per_row
-    if isinstance(node, Join):
-        return _estimate(node.left) + _estimate(node.right)
-    if isinstance(node, SingleRank | Concat):
-        return sum(_estimate(child) for child in node.inputs)
-    return _estimate(node.input)
-
-
 def _is_row_wise(node: dsl.Node) -> bool:
     kind = dsl.node_kind(node)
     if kind == "Filter":
@@ -386,15 +410,3 @@ def _why_not(node: dsl.Node) -> str:
     if kind == "Scan":
         return "the scan reads no local files of a supported format"
     return "the distributed planner does not support this node yet"
-
-
-def _file_sizes(paths: list[str]) -> list[int]:
-    """Sizes of the files behind paths, globs and hive directories (an estimate input only)."""
-    sizes = []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, _, files in os.walk(path):
-                sizes.extend(os.path.getsize(os.path.join(root, f)) for f in files)
-        else:
-            sizes.extend(os.path.getsize(p) for p in glob.glob(path, recursive=True))
-    return sizes

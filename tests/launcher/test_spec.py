@@ -36,9 +36,15 @@ def test_every_rank_runs_one_single_threaded_worker_with_its_share_of_memory():
     assert [plan.runs_scheduler for plan in plans.values()] == [True] + [False] * 7
     assert [plan.runs_script for plan in plans.values()] == [True] + [False] * 7
     worker = plans[5].worker
-    assert (worker.name, worker.nthreads, worker.preload_nanny) == ("5", 1, ("preload",))
+    assert (worker.name, worker.nthreads, worker.nanny, worker.preload_nanny) == ("5", 1, False, ())
     assert worker.memory_limit_bytes == HOST // 4
     assert worker.env["POLARS_MAX_THREADS"] == "8"
+
+
+def test_nanny_option_runs_the_worker_under_a_nanny_with_the_preload():
+    options = LaunchOptions(script="q.py", nanny=True)
+    worker = plan_job(detect_rank_info(SLURM_STEP), options, facts(SLURM_STEP))[3].worker
+    assert (worker.nanny, worker.preload_nanny) == (True, ("preload",))
 
 
 def test_slurm_without_mpi_uses_the_rendezvous_on_the_first_node():

@@ -1,0 +1,94 @@
+"""Join size estimates come from parquet's uncompressed sizes, per projected column."""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from engine.plan import plan_lazyframe
+from engine.plan.estimates import scan_size
+from engine.plan.nodes import Join
+
+pytestmark = pytest.mark.timeout(60)
+
+ROWS = 100_000
+
+
+@pytest.fixture
+def repetitive(tmp_path) -> str:
+    """Long, nearly identical strings (zstd shrinks them ~20x) and a small int column."""
+    path = str(tmp_path / "repetitive.parquet")
+    frame = pl.DataFrame(
+        {"k": list(range(ROWS)), "text": [("lorem ipsum " * 20) + str(i) for i in range(ROWS)]}
+    )
+    frame.write_parquet(path, compression="zstd")
+    return path
+
+
+def _uncompressed(path: str) -> int:
+    metadata = pq.read_metadata(path)
+    return sum(
+        metadata.row_group(g).column(c).total_uncompressed_size
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    )
+
+
+def _strategies(lf: pl.LazyFrame, limit: int) -> list[str]:
+    plan = plan_lazyframe(lf, broadcast_limit=limit)
+    assert isinstance(plan.root, Join)
+    return [plan.root.strategy]
+
+
+def test_estimate_is_the_uncompressed_size(repetitive):
+    on_disk = os.path.getsize(repetitive)
+    uncompressed = _uncompressed(repetitive)
+    assert uncompressed > 10 * on_disk  # the fixture is what the test needs
+    size = scan_size("parquet", [repetitive])
+    assert size.total_bytes == pytest.approx(uncompressed, rel=0.01)
+    assert set(size.column_bytes) == {"k", "text"}
+    assert size.column_bytes["k"] == pytest.approx(8 * ROWS, rel=0.1)
+
+
+def test_a_side_small_on_disk_but_large_in_memory_is_shuffled(repetitive):
+    facts = pl.LazyFrame({"k": list(range(1000)), "v": list(range(1000))})
+    big = pl.scan_parquet(repetitive)
+    limit = 4 * os.path.getsize(repetitive)  # above the file, far below its uncompressed size
+    # A left join can only broadcast its right side: the parquet file's.
+    assert _strategies(facts.join(big, on="k", how="left"), limit) == ["shuffle"]
+    # Only the small key column crosses the join: its share of the file is what counts.
+    projected = facts.join(big.select("k"), on="k", how="left")
+    assert _strategies(projected, limit) == ["broadcast_right"]
+
+
+def test_dictionary_encoded_columns_count_at_least_their_width(tmp_path):
+    path = str(tmp_path / "dict.parquet")
+    pl.DataFrame({"flag": ["A", "B"] * (ROWS // 2)}).write_parquet(path)
+    assert _uncompressed(path) < 2 * ROWS  # run-length-encoded dictionary indices
+    assert scan_size("parquet", [path]).column_bytes["flag"] >= 16 * ROWS
+
+
+def test_nested_columns_and_hive_directories(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "part": [1, 2] * 50,
+            "s": [{"a": i, "b": str(i)} for i in range(100)],
+            "l": [[i, i + 1] for i in range(100)],
+            "x": list(range(100)),
+        }
+    )
+    frame.write_parquet(tmp_path / "hive", partition_by="part")
+    (tmp_path / "hive" / "_SUCCESS").write_text("")
+    size = scan_size("parquet", [str(tmp_path / "hive")])
+    assert {"s", "l", "x"} <= set(size.column_bytes)
+    assert size.column_bytes["s"] >= 24 * 100  # both leaves of the struct: an int and a string
+    assert size.column_bytes["x"] >= 8 * 100
+
+
+def test_text_formats_are_taken_at_file_size(tmp_path):
+    path = tmp_path / "a.csv"
+    pl.DataFrame({"a": list(range(1000))}).write_csv(path)
+    assert scan_size("csv", [str(path)]).total_bytes == os.path.getsize(path)
