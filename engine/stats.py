@@ -33,7 +33,8 @@ StageRecord = dict[str, Any]
 
 Keys: ``stage``, ``rank``, ``start``/``end`` (epoch seconds), ``seconds`` (exclusive),
 ``rows_scanned``, ``bytes_scanned`` (estimated from the planner's bytes per row),
-``rows_out`` (``None`` when the stage's output stayed lazy), ``bytes_shuffled``, ``parts``.
+``rows_out`` (``None`` when the stage's output stayed lazy), ``bytes_shuffled``,
+``bytes_spilled``, ``parts``.
 """
 
 _LEGACY_KEYS: Final = ("bytes_shuffled", "fallbacks", "seconds")
@@ -51,6 +52,9 @@ class StageRecorder:
     on_done
         Called with the stage's :data:`StageRecord` when the stage's stream ends on this rank
         (progress reporting); ``None``: nothing is sent while the query runs.
+    spill
+        The rank's spill policy; its ``spilled_bytes`` (if it has one) gives bytes spilled, so
+        a stage whose shuffle went to disk says so.
     """
 
     def __init__(
@@ -58,8 +62,10 @@ class StageRecorder:
         plan: DistributedPlan,
         comm: Any,
         on_done: Callable[[StageRecord], None] | None = None,
+        spill: Any = None,
     ) -> None:
         self._comm = comm
+        self._spill = spill
         self._on_done = on_done
         self._nodes = plan_stages(plan)
         self._number = {id(node): index for index, node in enumerate(self._nodes)}
@@ -68,6 +74,9 @@ class StageRecorder:
 
     def _bytes(self) -> int:
         return int(getattr(self._comm, "bytes_sent", 0))
+
+    def _spilled(self) -> int:
+        return int(getattr(self._spill, "spilled_bytes", 0))
 
     def record(self, node: PlanNode, parts: Iterator[Any]) -> Iterator[Any]:
         """Yield ``parts`` unchanged while measuring them as ``node``'s stage."""
@@ -78,15 +87,16 @@ class StageRecorder:
         record = self._records.setdefault(stage, self._new_record(stage))
         try:
             while True:
-                frame = [0.0, 0.0]
+                frame = [0.0, 0.0, 0.0]
                 self._stack.append(frame)
-                started, sent = time.perf_counter(), self._bytes()
+                started, sent, spilled = time.perf_counter(), self._bytes(), self._spilled()
                 try:
                     part = next(parts)
                 except StopIteration:
                     break
                 finally:
-                    self._account(record, frame, time.perf_counter() - started, sent)
+                    elapsed = time.perf_counter() - started
+                    self._account(record, frame, elapsed, sent, spilled)
                 record["parts"] += 1
                 if isinstance(part, pl.DataFrame) and record["rows_out"] is not None:
                     record["rows_out"] += part.height
@@ -109,17 +119,23 @@ class StageRecorder:
             "bytes_scanned": 0,
             "rows_out": 0,
             "bytes_shuffled": 0,
+            "bytes_spilled": 0,
             "parts": 0,
         }
 
-    def _account(self, record: StageRecord, frame: list[float], elapsed: float, sent: int) -> None:
+    def _account(
+        self, record: StageRecord, frame: list[float], elapsed: float, sent: int, spilled: int
+    ) -> None:
+        """Charge this stage its own time and bytes; its children's are in ``frame``."""
         self._stack.pop()
-        moved = self._bytes() - sent
+        moved, to_disk = self._bytes() - sent, self._spilled() - spilled
         record["seconds"] += elapsed - frame[0]
         record["bytes_shuffled"] += moved - int(frame[1])
+        record["bytes_spilled"] += to_disk - int(frame[2])
         if self._stack:
             self._stack[-1][0] += elapsed
             self._stack[-1][1] += moved
+            self._stack[-1][2] += to_disk
 
     def _finish(self, node: PlanNode, record: StageRecord) -> None:
         if record["end"] is not None:
@@ -160,6 +176,8 @@ class StageStats:
     rows_out: int | None
     """``None`` when the stage's output stayed lazy (fused into its consumer)."""
     bytes_shuffled: int
+    bytes_spilled: int
+    """Received shuffle data this stage wrote to the workers' local disks (memory budget)."""
     time_skew: float
     """Slowest rank's time / mean time (1.0: balanced)."""
     rows_skew: float
@@ -185,6 +203,7 @@ class StageStats:
             bytes_scanned=sum(r["bytes_scanned"] for r in records),
             rows_out=rows_out,
             bytes_shuffled=sum(r["bytes_shuffled"] for r in records),
+            bytes_spilled=sum(r.get("bytes_spilled", 0) for r in records),
             time_skew=_skew(seconds),
             rows_skew=_skew(rows),
             fallback=isinstance(node, SingleRank),
@@ -215,6 +234,7 @@ _COLUMNS: Final = (
     ("rows out", ">", lambda s: "lazy" if s.rows_out is None else f"{s.rows_out:,}"),
     ("rows skew", ">", lambda s: f"{s.rows_skew:.2f}"),
     ("shuffled", ">", lambda s: format_bytes(s.bytes_shuffled) if s.bytes_shuffled else "-"),
+    ("spilled", ">", lambda s: format_bytes(s.bytes_spilled) if s.bytes_spilled else "-"),
 )
 """The table of ``str(stats)``: header, alignment, cell, one row per column."""
 
@@ -268,6 +288,11 @@ class QueryStats:
         return sum(stage.bytes_shuffled for stage in self.stages)
 
     @property
+    def bytes_spilled(self) -> int:
+        """Received shuffle data all ranks spilled to disk."""
+        return sum(stage.bytes_spilled for stage in self.stages)
+
+    @property
     def rows_scanned(self) -> int:
         """Input rows read by all ranks."""
         return sum(stage.rows_scanned for stage in self.stages)
@@ -283,6 +308,7 @@ class QueryStats:
             "seconds": self.seconds,
             "nranks": self.nranks,
             "bytes_shuffled": self.bytes_shuffled,
+            "bytes_spilled": self.bytes_spilled,
             "rows_scanned": self.rows_scanned,
             "fallbacks": list(self.fallbacks),
             "stages": [asdict(stage) for stage in self.stages],

@@ -196,7 +196,7 @@ def run_rank(
     with _communicator(settings, rank, lookup).query_scope(settings.scope_id) as scoped:
         comm = CountingCommunicator(scoped)
         sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
-        stages = StageRecorder(plan, comm, sender)
+        stages = StageRecorder(plan, comm, sender, spill)
         executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)

@@ -28,7 +28,7 @@ MESSAGE = 32 * 1024
 
 def _run_rank(
     comm_id: str, plan: DistributedPlan, budget: int, message: int
-) -> tuple[list[pl.DataFrame], SpillPolicy, list[str]]:
+) -> tuple[list[pl.DataFrame], SpillPolicy, list[str], tuple[dict, ...]]:
     import os
 
     from distributed import get_worker
@@ -36,6 +36,7 @@ def _run_rank(
     from engine.comm import communicator_for
     from engine.executor.rank import PartitionLimits, RankExecutor
     from engine.executor.results import rank_frames
+    from engine.stats import StageRecorder
 
     comm = communicator_for(comm_id)
     directory = os.path.join(get_worker().local_directory, f"spill-test-{comm_id}")
@@ -44,9 +45,13 @@ def _run_rank(
     with comm.query_scope(1) as scoped:
         frames = rank_frames(plan, comm.rank, comm.nranks)
         limits = PartitionLimits(max_rows_per_partition=20_000)
-        executor = RankExecutor(plan, scoped, frames, lambda: next(tags), limits, spill=policy)
+        stages = StageRecorder(plan, scoped, spill=policy)
+        executor = RankExecutor(
+            plan, scoped, frames, lambda: next(tags), limits, spill=policy, stages=stages
+        )
         parts = executor.run()
-    return parts, policy, os.listdir(directory) if os.path.isdir(directory) else []
+    left = os.listdir(directory) if os.path.isdir(directory) else []
+    return parts, policy, left, stages.records()
 
 
 @pytest.mark.parametrize("transport", ["ucxx", "tcp"])
@@ -77,14 +82,16 @@ def test_shuffle_many_times_the_budget_spills_and_stays_bounded(dask_client_of_s
 
     from engine.executor.results import concat_result
 
-    got = concat_result(plan, [frame for parts, _, _ in results for frame in parts])
+    got = concat_result(plan, [frame for parts, *_ in results for frame in parts])
     assert_frame_equal(got, lf.collect(), check_row_order=False)
-    for _, policy, left_on_disk in results:
+    for _, policy, left_on_disk, records in results:
         biggest = max(policy.exchanges, key=lambda e: e.received_bytes)
         assert biggest.received_bytes > 4 * BUDGET, policy.exchanges
         assert policy.spilled_bytes > 0
         assert policy.peak_in_memory_bytes <= BUDGET + MESSAGE, policy.exchanges
         assert left_on_disk == []
+        # last_query_stats shows where it spilled: every spilled byte is charged to a stage
+        assert sum(record["bytes_spilled"] for record in records) == policy.spilled_bytes
 
 
 def test_without_a_budget_nothing_spills(dask_client_of_size):
@@ -104,6 +111,7 @@ def test_without_a_budget_nothing_spills(dask_client_of_size):
         results = client.gather(futures)
     finally:
         group.close()
-    for _, policy, _ in results:
+    for _, policy, _, records in results:
         assert policy.spilled_bytes == 0
+        assert all(record["bytes_spilled"] == 0 for record in records)
         assert len(policy.exchanges) == 1
