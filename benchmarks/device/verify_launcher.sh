@@ -35,3 +35,6 @@ step ranks-nanny mpirun -n "$gpus" python3 -m launcher.run --no-dashboard --nann
   "$out/ranks_on_gpus.py"
 step startup env CUDA_VISIBLE_DEVICES= python3 benchmarks/launcher_startup.py --launcher mpirun \
   --repeat "${REPEAT:-5}"
+# The same with Open MPI's default one-core-per-rank binding off, for every row alike.
+step startup-unbound env CUDA_VISIBLE_DEVICES= OMPI_MCA_hwloc_base_binding_policy=none \
+  python3 benchmarks/launcher_startup.py --launcher mpirun --repeat "${REPEAT:-5}"

@@ -94,7 +94,12 @@ def _import_ucxx() -> Any:
     HPC nodes often carry an older system UCX (with Open MPI/HPC-X) that the dynamic loader finds
     first; ucxx then refuses it ("Support for UCX 1.16.0 has ended", seen on the GPU test
     machines). ``libucx.load_library()`` preloads the wheel's own libraries.
+
+    ucxx sets ``UCX_MEMTYPE_CACHE``, which UCX on a host without CUDA reports as an "unused
+    environment variable" warning from every worker at start-up; that warning is turned off
+    unless the user set ``UCX_WARN_UNUSED_ENV_VARS`` themselves.
     """
+    os.environ.setdefault("UCX_WARN_UNUSED_ENV_VARS", "n")
     try:
         import libucx
     except ImportError:
