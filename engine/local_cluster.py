@@ -58,8 +58,23 @@ def plan_local_cluster(
     >>> plan_local_cluster({"CUDA_VISIBLE_DEVICES": "1,3"}, n_workers=None, nvml_count=4,
     ...                    available_cpus=32, total_memory_bytes=8 << 30).gpu_ids
     ('1', '3')
+
+    An index the driver does not have is refused here, before any worker starts:
+
+    >>> plan_local_cluster({"CUDA_VISIBLE_DEVICES": "9"}, n_workers=None, nvml_count=8,
+    ...                    available_cpus=32, total_memory_bytes=8 << 30)
+    Traceback (most recent call last):
+    ...
+    ValueError: CUDA_VISIBLE_DEVICES names GPU 9, but the NVIDIA driver reports 8 GPU(s), 0..7; ...
     """
     gpu_ids = tuple(visible_gpu_ids(environ, nvml_count))
+    absent = [gpu for gpu in gpu_ids if gpu.isdigit() and nvml_count and int(gpu) >= nvml_count]
+    if absent:
+        raise ValueError(
+            f"CUDA_VISIBLE_DEVICES names GPU {', '.join(absent)}, but the NVIDIA driver reports "
+            f"{nvml_count} GPU(s), 0..{nvml_count - 1}; fix CUDA_VISIBLE_DEVICES "
+            "(nvidia-smi -L lists the GPUs) or unset it to use them all"
+        )
     if n_workers is None:
         n_workers = len(gpu_ids) or max(1, min(DEFAULT_MAX_CPU_WORKERS, available_cpus))
     if n_workers < 1:

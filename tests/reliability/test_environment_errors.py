@@ -199,3 +199,17 @@ def test_rank_with_an_unreachable_scheduler_names_the_address(tmp_path):
     assert run.returncode != 0
     assert elapsed_s < 30
     assert address in run.stderr
+
+
+def test_local_cluster_refuses_a_gpu_index_the_driver_does_not_have():
+    """DaskEngine() on an 8-GPU node with CUDA_VISIBLE_DEVICES=9: refused before any worker."""
+    from engine.local_cluster import plan_local_cluster
+
+    with pytest.raises(ValueError, match=r"names GPU 9, but the NVIDIA driver reports 8 GPU"):
+        plan_local_cluster(
+            {"CUDA_VISIBLE_DEVICES": "0,9"},
+            n_workers=None,
+            nvml_count=8,
+            available_cpus=64,
+            total_memory_bytes=64 << 30,
+        )
