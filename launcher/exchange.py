@@ -25,6 +25,7 @@ from typing import Any
 
 from launcher.contact import ClusterContact
 from launcher.munge import MungeError, open_sealed, seal
+from launcher.security import write_private
 
 __all__ = [
     "RendezvousServer",
@@ -173,9 +174,7 @@ def write_scheduler_file(path: Path, contact: ClusterContact) -> None:
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(contact.to_json())
+    write_private(partial, contact.to_json())
     os.replace(partial, path)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "remove_stale_job_dirs",
     "security_for",
     "write_job_dir",
+    "write_private",
 ]
 
 
@@ -126,11 +127,11 @@ def write_job_dir(root: Path, contact: ClusterContact) -> Path:
         (OWNER_FILE, json.dumps(_this_process())),
     )
     for name, text in files:
-        _write_private(directory / name, text)
+        write_private(directory / name, text)
     return directory
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``path`` readable by this user only, whatever the umask (0600 from creation)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)

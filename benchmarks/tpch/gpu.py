@@ -25,17 +25,7 @@ import polars as pl
 from benchmarks.tpch.compare import assert_same_result
 from benchmarks.tpch.data import ensure_tpch_data, scan_tables
 from benchmarks.tpch.queries import QUERIES
-from benchmarks.tpch.run import parse_query_numbers
-
-
-def best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
-    """The fastest of ``repeat`` runs (the first pays for warm-up) and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+from benchmarks.tpch.run import best_of, parse_query_numbers
 
 
 def time_or_error(repeat: int, run: Callable[[], Any]) -> tuple[float | None, Any]:

@@ -171,7 +171,7 @@ def read_stat(stats: Any, names: Sequence[str]) -> int | None:
     return None
 
 
-def _best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
+def best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
     """Run ``repeat`` times; the fastest time and the last result."""
     best = float("inf")
     result = None
@@ -216,16 +216,16 @@ def run_benchmark(
                 dask_tables["region"]["r_regionkey"].sum().compute()
         for number in numbers:
             query = QUERIES[number](tables, scale_factor=scale_factor)
-            polars_s, expected = _best_of(repeat, query.collect)
+            polars_s, expected = best_of(repeat, query.collect)
             stats_before = getattr(engine, "last_query_stats", None)
-            engine_s, engine_result = _best_of(repeat, lambda q=query: q.collect(engine=engine))
+            engine_s, engine_result = best_of(repeat, lambda q=query: q.collect(engine=engine))
             stats = getattr(engine, "last_query_stats", None)
             stats = None if stats is stats_before else stats  # the query recorded none
             results = {"DaskEngine": engine_result}
             dask_s = None
             if with_dask_dataframe:
                 with client.as_current():
-                    dask_s, pandas_result = _best_of(
+                    dask_s, pandas_result = best_of(
                         repeat,
                         lambda n=number: DASK_QUERIES[n](dask_tables, scale_factor=scale_factor),
                     )
