@@ -31,7 +31,8 @@ HOT_KEY = 7
 
 @pytest.fixture(scope="module")
 def engine(dask_client_of_size):
-    options = {"fallback_mode": "silent"}
+    """Two ranks that refuse to fall back: a fallback would compare polars with polars."""
+    options = {"fallback_mode": "raise"}
     with DaskEngine(dask_client=dask_client_of_size(2), engine_options=options) as engine:
         yield engine
 
@@ -64,7 +65,19 @@ def join_sides(draw: st.DrawFn, max_rows: int = 60) -> tuple[pl.DataFrame, pl.Da
 
 
 def _collect_both(lf: pl.LazyFrame, engine: DaskEngine) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return lf.collect(engine=engine), lf.collect()
+    """The engine's answer (checked to be distributed) and plain polars' answer.
+
+    ``fallback_mode="raise"`` already refuses a plan with a single-rank fallback; the stats are
+    checked as well, so that a planner sending a stage to one rank without calling it a
+    fallback still fails: every stage must have run on both ranks.
+    """
+    actual = lf.collect(engine=engine)
+    stats = engine.last_query_stats
+    assert stats is not None
+    assert stats.nranks == 2, stats
+    assert not stats.fallbacks, f"fell back to one rank: {stats.fallbacks}"
+    assert all(stage.ranks == 2 for stage in stats.stages), f"a stage skipped a rank:\n{stats}"
+    return actual, lf.collect()
 
 
 @PROPERTY_SETTINGS
