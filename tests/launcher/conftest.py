@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,18 +200,37 @@ def tools() -> Tools:
 GOLDEN = HERE / "golden"
 
 
-def _assert_matches_golden(name: str, text: str) -> None:
-    """Compare ``text`` with ``golden/<name>``; a missing record is written (and the test passes).
+def _assert_matches_golden(
+    name: str,
+    text: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    golden: Path = GOLDEN,
+) -> None:
+    """Compare ``text`` with ``golden/<name>``: each changed line, and which file to delete.
 
-    On a difference, print each changed line and say which file to delete to accept the change.
+    A missing record is written and the test still fails, naming the new file to review and
+    commit: a golden test that passes on its first run proves nothing. In CI (``CI`` set to
+    ``true`` or ``1``) nothing is written, because a record made there is never reviewed.
     """
     import difflib
 
-    record = GOLDEN / name
+    environ = os.environ if environ is None else environ
+    record = golden / name
     if not record.exists():
-        GOLDEN.mkdir(exist_ok=True)
+        if environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(
+                f"golden record {_shown(record)} is missing, and CI does not write "
+                "one: run this test locally, review the file it writes and commit it",
+                pytrace=False,
+            )
+        golden.mkdir(exist_ok=True)
         record.write_text(text)
-        return
+        pytest.fail(
+            f"golden record {_shown(record)} was missing and has been written: "
+            "review it, commit it and rerun the test",
+            pytrace=False,
+        )
     expected = record.read_text()
     if text != expected:
         diff = "\n".join(
@@ -221,11 +240,17 @@ def _assert_matches_golden(name: str, text: str) -> None:
         )
         pytest.fail(
             f"{name} differs from its golden record:\n{diff}\n"
-            f"If the change is intended, delete {record.relative_to(REPO)} and rerun the test.",
+            f"If the change is intended, delete {_shown(record)} and rerun the test (it "
+            "writes the new record and fails once, so that you review it).",
             pytrace=False,
         )
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the checkout where it lies inside it (shorter messages)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 @pytest.fixture(scope="session")
-def assert_matches_golden() -> Callable[[str, str], None]:
+def assert_matches_golden() -> Callable[..., None]:
     return _assert_matches_golden
