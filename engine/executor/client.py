@@ -91,7 +91,8 @@ def _plan(
         _LAST_PLAN[engine] = plan
         apply_fallback_mode(plan.fallbacks, options.fallback_mode)
         return plan, None
-    frame = _with_optimizations(lf, optimizations).collect()  # raises polars' own error
+    # polars' own engine: it raises polars' own error
+    frame = _with_optimizations(lf, optimizations).collect(engine="in-memory")
     reason = (
         f"the planner's row count failed ({type(planning_error).__name__}: {planning_error}), "
         "so polars ran it on the client"
@@ -266,7 +267,7 @@ def _collect(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.
     if answer is not None:
         return answer
     if plan.root is None:
-        return _with_optimizations(lf, optimizations).collect()
+        return _with_optimizations(lf, optimizations).collect(engine="in-memory")
     outputs, elapsed_s = _run_ranks(engine, plan)
     frames = [out.frame for out in outputs if out.frame is not None]
     _record_stats(engine, plan, sum(out.bytes_sent for out in outputs), elapsed_s)
@@ -281,7 +282,7 @@ def execute_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -
         from polars.lazyframe.query_result import SingleNodeQueryResult
 
         if answer is None:
-            answer = _with_optimizations(lf, optimizations).collect()
+            answer = _with_optimizations(lf, optimizations).collect(engine="in-memory")
         return SingleNodeQueryResult(answer)
     client: Client = engine.client
     _check_workers_present(client, engine._workers)
@@ -307,7 +308,7 @@ def _sink(
     try:
         if plan.root is None:
             if answer is None:
-                answer = _with_optimizations(lf, optimizations).collect()
+                answer = _with_optimizations(lf, optimizations).collect(engine="in-memory")
             staged = [write_part(request, answer.lazy(), 0, 0)]
         else:
             outputs, elapsed_s = _run_ranks(engine, plan, request)

@@ -125,10 +125,25 @@ def check_polars_version(version: str = pl.__version__) -> None:
 
 
 def serialize_plan(lf: pl.LazyFrame) -> Node:
-    """The query as a DSL tree (``lf.serialize(format="json")``, its format warning silenced)."""
+    """The query as a DSL tree (``lf.serialize(format="json")``, its format warning silenced).
+
+    A LazyFrame whose schema was asked for carries ``{"IR": {"dsl": ...}}`` nodes, polars'
+    cache of the resolved plan; the planner reads the ``dsl`` inside them.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return json.loads(lf.serialize(format="json"))
+        return _without_ir_nodes(json.loads(lf.serialize(format="json")))
+
+
+def _without_ir_nodes(tree: Any) -> Any:
+    """``tree`` with every cached ``IR`` plan node replaced by the DSL it was resolved from."""
+    if isinstance(tree, list):
+        return [_without_ir_nodes(item) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) == 1 and isinstance(tree.get("IR"), dict) and "dsl" in tree["IR"]:
+        return _without_ir_nodes(tree["IR"]["dsl"])
+    return {key: _without_ir_nodes(value) for key, value in tree.items()}
 
 
 def lazyframe_from_dsl(node: Node | str) -> pl.LazyFrame:

@@ -109,7 +109,9 @@ class _Planner:
         paths = dsl.scan_sources(node)
         if file_format not in _FILE_FORMATS or not paths:
             return None
-        total_rows = dsl.lazyframe_from_dsl(node).select(pl.len()).collect().item()
+        total_rows = (
+            dsl.lazyframe_from_dsl(node).select(pl.len()).collect(engine="in-memory").item()
+        )
         size = scan_size(file_format, paths)
         source = ScanSource(
             json.dumps(node),
@@ -122,7 +124,7 @@ class _Planner:
         return source
 
     def frame(self, node: dsl.Node) -> PlanNode:
-        frame = dsl.lazyframe_from_dsl(node).collect()
+        frame = dsl.lazyframe_from_dsl(node).collect(engine="in-memory")
         self.frames.append(frame)
         rows = frame.height
         return FrameSource(len(self.frames) - 1, rows, frame.estimated_size() / max(rows, 1))
