@@ -67,15 +67,16 @@ def join_sides(draw: st.DrawFn, max_rows: int = 60) -> tuple[pl.DataFrame, pl.Da
 def _collect_both(lf: pl.LazyFrame, engine: DaskEngine) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The engine's answer (checked to be distributed) and plain polars' answer.
 
-    ``fallback_mode="raise"`` already refuses a plan with a single-rank fallback; the stats are
-    checked as well, so that a planner sending a stage to one rank without calling it a
-    fallback still fails: every stage must have run on both ranks.
+    ``fallback_mode="raise"`` already refuses a plan that lists a fallback; the stats are
+    checked as well, so that a planner building a single-rank stage without listing it still
+    fails: no stage may be a single-rank one, and every stage must report from both ranks.
     """
     actual = lf.collect(engine=engine)
     stats = engine.last_query_stats
     assert stats is not None
     assert stats.nranks == 2, stats
     assert not stats.fallbacks, f"fell back to one rank: {stats.fallbacks}"
+    assert not any(stage.fallback for stage in stats.stages), f"single-rank stage:\n{stats}"
     assert all(stage.ranks == 2 for stage in stats.stages), f"a stage skipped a rank:\n{stats}"
     return actual, lf.collect()
 
