@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import io
 import re
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
+import cloudpickle
 import polars as pl
 import pytest
 
@@ -15,6 +20,12 @@ from engine.progress import PROGRESS_TOPIC, ProgressDisplay, progress_wanted
 from engine.stats import StageRecord
 
 pytestmark = pytest.mark.timeout(120)
+
+# Workers cannot import this test module: its UDF travels by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+HOLD_LIMIT_S = 60.0
+STAGE_DONE = re.compile(r"\[polars-hpc\] stage \d+ done")
 
 
 def _query() -> pl.LazyFrame:
@@ -55,17 +66,65 @@ def test_collect_prints_every_stage_and_a_summary(dask_client_of_size, capsys):
     )
 
 
-def test_ranks_report_stages_while_the_query_runs(dask_client_of_size):
+def _hold_until(batch: pl.Series, release: str) -> pl.Series:
+    """A UDF that holds its stage until the file ``release`` exists (fails after 60 s)."""
+    deadline = time.monotonic() + HOLD_LIMIT_S
+    while not Path(release).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} did not appear within {HOLD_LIMIT_S} s")
+        time.sleep(0.02)
+    return batch
+
+
+def test_ranks_report_stages_while_the_query_runs(dask_client_of_size, capsys, tmp_path):
+    """Stage events reach the scheduler and the client's display before the query can end.
+
+    The last stage holds until the test sees an earlier stage reported: events that only
+    travelled with (or after) the result would leave the query held, and the test red.
+    """
     client = dask_client_of_size(2)
-    with DaskEngine(dask_client=client, engine_options={"progress": True}) as engine:
-        _query().collect(engine=engine)
+    seen_before = {msg["query"] for _, msg in client.get_events(PROGRESS_TOPIC)}
+    release = tmp_path / "release"
+    held = _query().with_columns(
+        pl.col("v").map_batches(
+            functools.partial(_hold_until, release=str(release)),
+            is_elementwise=True,
+            return_dtype=pl.Int64,
+        )
+    )
+    with (
+        DaskEngine(dask_client=client, engine_options={"progress": True}) as engine,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        running = pool.submit(held.collect, engine=engine)
+        live_err, events = "", Counter[str]()
+        deadline = time.monotonic() + 60
+        while not (events and STAGE_DONE.search(live_err)):
+            assert not running.done(), f"the query ended while held: {running.exception()}"
+            assert time.monotonic() < deadline, (
+                f"nothing reported within 60 s: events {events}, stderr {live_err!r}"
+            )
+            time.sleep(0.02)
+            live_err += capsys.readouterr().err
+            events = Counter(
+                msg["query"]
+                for _, msg in client.get_events(PROGRESS_TOPIC)
+                if msg["query"] not in seen_before
+            )
+        assert not running.done()  # still held: the reports above came while it ran
+        release.touch()
+        result = running.result(timeout=60)
+    assert result.sort("k").equals(_query().collect().sort("k"))
+    expected = len(engine.last_query_stats.stages) * 2  # every stage, from both ranks
     deadline = time.monotonic() + 30
-    while True:  # the events travel through the scheduler: poll, they may lag the result
-        per_query = Counter(msg["query"] for _, msg in client.get_events(PROGRESS_TOPIC))
-        if 6 in per_query.values() or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert 6 in per_query.values(), per_query  # 3 stages x 2 ranks for one query
+    while sum(events.values()) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)  # the last stage's events travel through the scheduler, may lag
+        events = Counter(
+            msg["query"]
+            for _, msg in client.get_events(PROGRESS_TOPIC)
+            if msg["query"] not in seen_before
+        )
+    assert list(events.values()) == [expected], events  # all of them, and for one query
 
 
 def test_progress_is_off_when_stderr_is_no_terminal(dask_client_of_size, capsys):
