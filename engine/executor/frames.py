@@ -19,6 +19,7 @@ __all__ = [
 
 _SHRINK: Final = 0.9
 """Rows of a message that came out too large are cut to this share of the proportional fit."""
+_ROW: Final = "__polars_hpc_row"
 _HASH_SEEDS: Final = (0x5EED, 0xC0FFEE, 0xFACADE, 0xBEEF)
 """Fixed seeds: every process must send a key to the same rank."""
 
@@ -88,7 +89,9 @@ def _canonical(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 def partition_ids(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) -> pl.Series:
     """Destination of each row: a hash of its key values modulo ``nparts``."""
     named = [k if k.meta.has_multiple_outputs() else k.alias(f"__k{i}") for i, k in enumerate(keys)]
-    values = frame.select(named)
+    # A frame-length column in the same select broadcasts keys that evaluate to one value
+    # (literal keys, ``group_by(True)``) to every row.
+    values = frame.select(pl.int_range(pl.len()).alias(_ROW), *named).drop(_ROW)
     values.columns = [f"__k{i}" for i in range(values.width)]
     canonical = [
         _canonical(pl.col(name), dtype).alias(name) for name, dtype in values.schema.items()

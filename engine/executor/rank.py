@@ -47,6 +47,8 @@ Part = pl.DataFrame | str
 
 _SEQ: Final = WINDOW_SEQ
 _SEQ_RANK_SHIFT: Final = 40
+_ROWS: Final = "__polars_hpc_rows"
+"""Rows behind each partial of an aggregation without keys."""
 _COMBINE: Final[dict[str, Callable[[pl.Expr], pl.Expr]]] = {
     "sum": pl.Expr.sum,
     "min": pl.Expr.min,
@@ -211,14 +213,23 @@ class RankExecutor:
         if node.maintain_order:
             partial.append(pl.col(_SEQ).min())
             combine.append(pl.col(_SEQ).min())
+        if not node.keys:
+            partial.append(pl.len().alias(_ROWS))
+            combine.append(pl.col(_ROWS).sum())
         return partial, combine
 
     def _combine(self, node: Aggregate, frames: list[pl.DataFrame]) -> pl.DataFrame:
+        """Merge partials; without keys, partials of empty partitions are left out.
+
+        An empty partition's partial ``first``/``last`` is null, which is not the first
+        value of the frame (every other partial of an empty partition is neutral anyway).
+        """
         _, combine = self._partial_exprs(node)
         frame = concat_frames(frames)
         if node.keys:
             return frame.group_by(list(node.key_names)).agg(combine)
-        return frame.select(combine)
+        nonempty = frame.filter(pl.col(_ROWS) > 0)
+        return (nonempty if nonempty.height else frame.head(1)).select(combine)
 
     def _shuffle_partials(self, node: Aggregate, keys: list[pl.Expr]) -> list[pl.DataFrame]:
         partial, _ = self._partial_exprs(node)

@@ -23,9 +23,18 @@ def rank_frames(plan: DistributedPlan, rank: int, nranks: int) -> list[pl.DataFr
 
 
 def concat_result(plan: DistributedPlan, parts: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """The query's result: the ranks' parts in rank order, with the planned schema."""
+    """The query's result: the ranks' parts in rank order, with the schema polars executes.
+
+    polars' resolved schema (``collect_schema``) can differ from what its execution returns
+    (a full join with ``coalesce=True`` reports the left key's dtype and returns the common
+    supertype). The parts were computed by polars, so their dtypes win: the first part with
+    rows sets the schema, and the planned schema only types a result no rank computed.
+    """
     frames = [part for part in parts if part.width or part.height]
-    result = concat_frames(frames, plan.output_schema)
-    if plan.output_schema is not None and result.schema != plan.output_schema:
-        result = result.cast(dict(plan.output_schema))
-    return result
+    with_rows = [part for part in frames if part.height]
+    reference = (with_rows or frames)[0].schema if frames else plan.output_schema
+    aligned = [
+        part if reference is None or part.schema == reference else part.cast(dict(reference))
+        for part in frames
+    ]
+    return concat_frames(aligned, reference)

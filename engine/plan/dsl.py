@@ -100,8 +100,25 @@ _ELEMENTWISE_FAMILIES: Final[dict[str, frozenset[str]]] = {
     "ListExpr": frozenset(),
     "ArrayExpr": frozenset(),
     "BinaryExpr": frozenset(),
+}
+
+# Families whose members mostly aggregate or look at other rows: only these members are
+# elementwise (``Boolean: HasNulls``, ``Any``, ``IsUnique`` ... are not).
+_ELEMENTWISE_MEMBERS: Final[dict[str, frozenset[str]]] = {
     "Boolean": frozenset(
-        {"Any", "All", "IsUnique", "IsDuplicated", "IsFirstDistinct", "IsLastDistinct"}
+        {
+            "IsNull",
+            "IsNotNull",
+            "IsFinite",
+            "IsInfinite",
+            "IsNan",
+            "IsNotNan",
+            "Not",
+            "IsBetween",
+            "IsClose",
+            "AllHorizontal",
+            "AnyHorizontal",
+        }
     ),
 }
 
@@ -305,6 +322,8 @@ def _function_is_elementwise(body: dict[str, Any]) -> bool:
         return all("Literal" in e for e in body["input"][1:])
     if name in _ELEMENTWISE_FAMILIES:
         return member not in _ELEMENTWISE_FAMILIES[name]
+    if name in _ELEMENTWISE_MEMBERS:
+        return member in _ELEMENTWISE_MEMBERS[name]
     return name in _ELEMENTWISE_FUNCTIONS
 
 

@@ -168,6 +168,15 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"WRONG {test}: {detail}")
 
 
+_PYTEST_RAN: Final = (0, 1)
+"""pytest's exit statuses for a run that executed the tests (1: some failed)."""
+
+
+def _refuse(status: int, which: str) -> int:
+    print(f"{which} did not run polars' tests (pytest exit status {status}); see above")
+    return 2
+
+
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         description="Run polars' unit tests through DaskEngine with a shadow check.",
@@ -201,11 +210,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = None
     if args.baseline:
         plain = args.out / "baseline.jsonl"
-        run_pytest(root, pytest_command(args.paths, plain, workers=0, route=False, extra=extra))
+        status = run_pytest(
+            root, pytest_command(args.paths, plain, workers=0, route=False, extra=extra)
+        )
+        if status not in _PYTEST_RAN:
+            return _refuse(status, "the plain-polars baseline")
         baseline = outcomes_by_test(read_records(plain))
     report = args.out / "routed.jsonl"
     command = pytest_command(args.paths, report, workers=args.workers, route=True, extra=extra)
-    run_pytest(root, command)
+    status = run_pytest(root, command)
+    if status not in _PYTEST_RAN:
+        return _refuse(status, "the routed run")
     summary = summarise(read_records(report), baseline)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print_summary(summary)
