@@ -8,13 +8,16 @@ final names only when every rank succeeded. "Disk full" is a file size limit
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import resource
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
+import cloudpickle
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -56,6 +59,16 @@ def file_size_limit(engine: DaskEngine, limit: int) -> Iterator[None]:
         yield
     finally:
         engine.client.run(limit_file_size, resource.RLIM_INFINITY)
+
+
+@contextlib.contextmanager
+def pickled_by_value(module: ModuleType) -> Iterator[None]:
+    """Ship ``module``'s functions inside the tasks: this test's cluster never imported it."""
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 def names(directory: Path) -> list[str]:
@@ -114,12 +127,37 @@ def read_only_dir(tmp_path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("inside", [False, True])
-def test_target_that_is_not_writable_is_refused_before_any_rank_runs(engine, read_only_dir, inside):
+def test_target_that_is_not_writable_is_refused_before_any_rank_runs(
+    engine, read_only_dir, inside, fault_udfs, tmp_path
+):
+    """The query's first operation leaves a marker per rank that runs it: none may appear.
+
+    The UDF travels by value (this cluster has no ``fault_udfs`` uploaded).
+    """
     target = read_only_dir / "out" if inside else read_only_dir
-    with pytest.raises(PermissionError if not inside or os.geteuid() != 0 else OSError) as raised:
-        big_frame().sink_parquet(target, engine=engine)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    marked = big_frame().with_columns(
+        pl.col("x").map_batches(
+            functools.partial(fault_udfs.mark_reached, marker_dir=str(markers)),
+            is_elementwise=True,
+            return_dtype=pl.UInt64,
+        )
+    )
+    cloudpickle.register_pickle_by_value(fault_udfs)
+    try:
+        with pytest.raises(
+            PermissionError if not inside or os.geteuid() != 0 else OSError
+        ) as raised:
+            marked.sink_parquet(target, engine=engine)
+    finally:
+        cloudpickle.unregister_pickle_by_value(fault_udfs)
     message = str(raised.value)
     assert str(target) in message, message
     assert any(word in message for word in ("not writable", "Permission denied", "Read-only")), (
         message
     )
+    assert names(markers) == [], "ranks ran the query before the target was refused"
+    with pickled_by_value(fault_udfs):  # the control: a writable target, one marker per rank
+        marked.sink_parquet(tmp_path / "writable", engine=engine)
+    assert len(names(markers)) == 2, names(markers)
