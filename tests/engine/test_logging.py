@@ -94,10 +94,36 @@ def test_environment_sets_the_engine_level(dask_client_of_size, monkeypatch):
     assert all(level == [logging.WARNING] * 3 for level in levels.values())
 
 
-def test_without_a_level_workers_keep_theirs_or_warning():
-    configure_logging("INFO", rank=1, host="node7")
-    configure_logging(None, rank=1, host="node7")
-    assert logging.getLogger("launcher").level == logging.INFO
+def _logger_levels() -> dict[str, int]:
+    """Runs anywhere (``client.run`` too): the level of each of our logger roots."""
+    return {name: logging.getLogger(name).level for name in LOGGER_ROOTS}
+
+
+def test_without_a_level_workers_keep_theirs_or_warning(dask_client_of_size, monkeypatch):
+    """A DaskEngine without ``log_level`` keeps a level a launcher set; unset ones get WARNING.
+
+    Both halves on real workers: ``launcher`` was set to INFO there, the others were unset.
+    """
+    monkeypatch.delenv("POLARS_HPC_LOG_LEVEL", raising=False)
+    client = dask_client_of_size(2)
+
+    def set_levels(levels: dict[str, int]) -> None:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+    before = client.run(_logger_levels)
+    client.run(
+        set_levels, {"engine": logging.NOTSET, "preload": logging.NOTSET, "launcher": logging.INFO}
+    )
+    try:
+        with DaskEngine(dask_client=client) as engine:
+            assert engine.options.log_level is None
+            levels = client.run(_logger_levels)
+    finally:
+        for address, old in before.items():
+            client.run(set_levels, old, workers=[address])
+    expected = {"engine": logging.WARNING, "launcher": logging.INFO, "preload": logging.WARNING}
+    assert levels == dict.fromkeys(before, expected), levels
 
 
 def test_level_precedence_and_bad_names():

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import tomllib
+from pathlib import Path
 
 import polars as pl
 import pytest
+from packaging.requirements import Requirement
 
 from engine.plan import dsl, format_plan, plan_lazyframe
 from engine.plan.nodes import Aggregate, Join, RowWise, ScanSource
@@ -13,11 +16,28 @@ from engine.plan.pruning import prune_columns
 
 pytestmark = pytest.mark.timeout(60)
 
+PYPROJECT = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3])
+
 
 def test_running_polars_is_in_the_supported_range():
+    """The installed polars is accepted, and the planner's range is the package's pin.
+
+    Each version either side of the bounds is refused with the message naming the fix.
+    """
+    (pin,) = [d for d in PYPROJECT["project"]["dependencies"] if d.startswith("polars")]
+    supported = Requirement(pin).specifier
+    assert supported.contains(pl.__version__), (pl.__version__, pin)
     dsl.check_polars_version()
-    with pytest.raises(RuntimeError, match=r"install polars>=1.44.1,<1.45"):
-        dsl.check_polars_version("1.45.0")
+    for version in ("1.44.0", "1.44.1", "1.44.2", "1.44.99", "1.45.0", "1.45.1", "2.0.0"):
+        if supported.contains(version):
+            dsl.check_polars_version(version)
+        else:
+            with pytest.raises(RuntimeError, match=rf"polars {version} .* install polars>="):
+                dsl.check_polars_version(version)
 
 
 @pytest.fixture
