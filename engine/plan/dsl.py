@@ -258,6 +258,89 @@ def walk_exprs(expr: Any) -> Iterator[Any]:
             yield from walk_exprs(value)
 
 
+def expand_selectors(exprs: list[Any], schema: pl.Schema) -> list[Any] | None:
+    """Each expression with a selector as one expression per column it selects in ``schema``.
+
+    Selectors are ``pl.all()``, ``pl.col("a", "b")``, ``cs.numeric()`` ... The planner gives
+    each expression of an aggregation or sort key its own temporary column; an expression
+    that expands to several columns would give them one name. ``None`` when an expression
+    holds two different selectors (polars pairs their columns up; not done here).
+
+    >>> expand_selectors([{"Agg": {"First": {"Selector": "Wildcard"}}}],
+    ...                  pl.Schema({"a": pl.Int8, "b": pl.Int8}))
+    [{'Agg': {'First': {'Column': 'a'}}}, {'Agg': {'First': {'Column': 'b'}}}]
+    """
+    expanded: list[Any] = []
+    for expr in exprs:
+        selectors = {json.dumps(e) for e in walk_exprs(expr) if _is_selector(e)}
+        if not selectors:
+            expanded.append(expr)
+            continue
+        if len(selectors) > 1:
+            return None
+        (selector,) = selectors
+        picked = pl.LazyFrame(schema=schema).select(expr_from_json(selector))
+        for name in picked.collect_schema().names():
+            expanded.append(_replace_subtree(expr, json.loads(selector), {"Column": name}))
+    return expanded
+
+
+def _is_selector(expr: Any) -> bool:
+    return isinstance(expr, dict) and len(expr) == 1 and "Selector" in expr
+
+
+def _replace_subtree(tree: Any, old: Any, new: Any) -> Any:
+    if tree == old:
+        return new
+    if isinstance(tree, dict):
+        return {key: _replace_subtree(value, old, new) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_replace_subtree(value, old, new) for value in tree]
+    return tree
+
+
+def with_expanded_selectors(node: Node) -> Node | None:
+    """``node`` (a ``GroupBy``, ``Select`` or ``Sort``) with :func:`expand_selectors` applied.
+
+    ``None`` when an expression cannot be expanded; the node itself when it has no selector.
+    """
+    kind = node_kind(node)
+    fields = {"GroupBy": ("keys", "aggs"), "Select": ("expr",), "Sort": ("by_column",)}
+    if kind not in fields:
+        return node
+    body = dict(node_body(node))
+    if not any(_is_selector(e) for name in fields[kind] for e in walk_exprs(body[name])):
+        return node
+    (child,) = node_inputs(node) or []
+    schema = lazyframe_from_dsl(child).collect_schema()
+    for name in fields[kind]:
+        if name == "aggs":  # polars' group_by expands pl.all() in aggs without the keys
+            keys = set(lazyframe_from_dsl(child).select(_exprs(body["keys"])).collect_schema())
+            schema = pl.Schema({k: v for k, v in schema.items() if k not in keys})
+        if kind == "Sort":
+            counts = [len(expand_selectors([e], schema) or [e]) for e in body[name]]
+            body["sort_options"] = _repeat_sort_flags(body["sort_options"], counts)
+        expanded = expand_selectors(body[name], schema)
+        if expanded is None:
+            return None
+        body[name] = expanded
+    return {kind: body}
+
+
+def _exprs(exprs: list[Any]) -> list[pl.Expr]:
+    return [expr_from_json(json.dumps(e)) for e in exprs]
+
+
+def _repeat_sort_flags(options: dict[str, Any], counts: list[int]) -> dict[str, Any]:
+    """Per-key sort flags repeated for each column a key expanded to."""
+    options = dict(options)
+    for flag in ("descending", "nulls_last"):
+        values = options[flag]
+        if len(values) == len(counts) > 1:
+            options[flag] = [v for v, n in zip(values, counts, strict=True) for _ in range(n)]
+    return options
+
+
 def references_columns(expr: Any) -> bool:
     """Whether the expression reads any column (a frame-length result, not a scalar)."""
     return any(isinstance(e, dict) and ("Column" in e or "Selector" in e) for e in walk_exprs(expr))

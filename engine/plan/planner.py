@@ -84,6 +84,12 @@ class _Planner:
     scans: dict[int, tuple[ScanSource, ScanSize]] = field(default_factory=dict)
 
     def plan(self, node: dsl.Node) -> PlanNode:
+        expanded = dsl.with_expanded_selectors(node)
+        if expanded is None:
+            return self.single_rank(node, "an expression combines two different selectors")
+        node = expanded
+        if any(dsl.node_kind(child) == "ExtContext" for child in dsl.node_inputs(node) or []):
+            return self.single_rank_subtree(node, "with_context")
         kind = dsl.node_kind(node)
         handler: Callable[[dsl.Node], PlanNode | None] | None = _HANDLERS.get(kind)
         planned = handler(self, node) if handler is not None else None
@@ -103,6 +109,17 @@ class _Planner:
         if planned is None:
             planned = tuple(self.plan(child) for child in inputs)
         return SingleRank(planned, template, name, reason, schema)
+
+    def single_rank_subtree(self, node: dsl.Node, operation: str) -> SingleRank:
+        """``node`` and everything below it as one polars query on rank 0.
+
+        For operations whose inputs polars must see together with the node itself: the
+        columns of a ``with_context`` frame exist only for the node right above it.
+        """
+        reason = f"{operation} runs as one polars query on one rank"
+        self.fallbacks.append(Fallback(operation, reason))
+        schema = dsl.lazyframe_from_dsl(node).collect_schema()
+        return SingleRank((), json.dumps(node), operation, reason, schema)
 
     def scan(self, node: dsl.Node) -> PlanNode | None:
         file_format = dsl.scan_format(node)
@@ -211,6 +228,8 @@ class _Planner:
         needed = _needed_columns([*keys, *aggs])
         if outputs is None and needed is None:
             return None
+        if needed == () and input_schema:
+            needed = (input_schema.names()[0],)  # rows must travel even if no column is read
         return Aggregate(
             input=self.plan(child),
             keys=tuple(json.dumps(k) for k in keys),
@@ -227,6 +246,7 @@ class _Planner:
         (child,) = dsl.node_inputs(node) or []
         offset, length = dsl.slice_bounds(node)
         schema = dsl.lazyframe_from_dsl(node).collect_schema()
+        child = dsl.with_expanded_selectors(child) or child
         is_sort = dsl.node_kind(child) == "Sort" and dsl.sort_parts(child) is not None
         if is_sort and offset >= 0:
             (sorted_input,) = dsl.node_inputs(child) or []

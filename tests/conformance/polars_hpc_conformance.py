@@ -8,8 +8,11 @@ test that asserts little still cannot hide a wrong answer, because each routed c
 judged against polars itself:
 
 ``equal``          the same frame (row order included);
-``order``          the same rows in another order (judged by hand: polars may not define it);
-``wrong``          another frame, or a frame where polars raised (a hidden error);
+``order``          the same rows in another order, where the plan leaves the order open
+                   (group_by, unique, join or sort without ``maintain_order``);
+``wrong``          another frame, the same rows in another order where polars defines the
+                   order, or a frame where polars raised (a hidden error);
+``nondeterministic`` polars itself answered differently when asked twice (random sampling);
 ``engine_error``   the engine raised where polars answered;
 ``both_raised``    both raised (``error_type`` says whether ours is polars' own type).
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Final
@@ -113,12 +117,24 @@ def _routed_collect(self: pl.LazyFrame, *args: Any, **kwargs: Any) -> Any:
     ours, our_error = _attempt(lambda: _ORIGINAL_COLLECT(self, **{**kwargs, "engine": engine}))
     elapsed_s = time.perf_counter() - started
     theirs, their_error = _attempt(lambda: _ORIGINAL_COLLECT(self, **kwargs))
+    fallbacks = _fallback_reasons(engine)
+    verdict = _judge(ours, our_error, theirs, their_error)
+    if verdict["outcome"] in ("wrong", "order") and their_error is None:
+        again, _ = _attempt(lambda: _ORIGINAL_COLLECT(self, **kwargs))
+        if not _same(theirs, again):
+            verdict = {"outcome": "nondeterministic", "detail": verdict["detail"]}
+    if verdict["outcome"] == "order":
+        undefined_by = _order_undefined_by(self)
+        if undefined_by is None:
+            verdict = {"outcome": "wrong", "detail": "row order: " + verdict["detail"]}
+        else:
+            verdict["detail"] = f"polars leaves the order open ({undefined_by})"
     record = {
         "kind": "collect",
         "test": _STATE.get("test"),
         "seconds": round(elapsed_s, 4),
-        "fallbacks": _fallback_reasons(engine),
-        **_judge(ours, our_error, theirs, their_error),
+        "fallbacks": fallbacks,
+        **verdict,
     }
     _write(record)
     if our_error is not None:
@@ -167,6 +183,56 @@ def _judge(
     except Exception as error:  # frames polars itself cannot compare (objects, ...)
         return {"outcome": "equal" if ours.equals(theirs) else "wrong", "detail": repr(error)}
     return {"outcome": "equal", "detail": ""}
+
+
+def _same(first: Any, second: Any) -> bool:
+    """Whether two answers of polars are equal (different answers: a nondeterministic query)."""
+    if isinstance(first, pl.DataFrame) and isinstance(second, pl.DataFrame):
+        try:
+            assert_frame_equal(first, second)
+        except Exception:
+            return False
+        return True
+    return type(first) is type(second)
+
+
+_UNORDERED_JOIN: Final = ("None", "none", None)
+
+
+def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
+    """The plan node for which polars leaves the row order open, if any.
+
+    ``group_by`` and ``unique`` without ``maintain_order``, joins without ``maintain_order``
+    and sorts without ``maintain_order`` (ties) do not define the order of their output.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tree = json.loads(lf.serialize(format="json"))
+        except Exception:
+            return "a plan polars cannot serialize"
+    for node in _walk(tree):
+        if "GroupBy" in node and not node["GroupBy"].get("maintain_order", True):
+            return "group_by"
+        if "Distinct" in node and not node["Distinct"]["options"].get("maintain_order", True):
+            return "unique"
+        if "Join" in node:
+            args = node["Join"]["options"]["args"]
+            if args.get("maintain_order") in _UNORDERED_JOIN and args.get("how") != "Cross":
+                return "join"
+        if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
+            return "sort ties"
+    return None
+
+
+def _walk(tree: Any) -> Generator[dict[str, Any]]:
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from _walk(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _walk(value)
 
 
 def _describe(error: BaseException) -> str:
