@@ -52,7 +52,8 @@ class LaunchOptions:
     worker_timeout_s: float = 120.0
     """Seconds rank 0 waits for every worker to join before it gives up, naming the missing."""
     memory_limit_bytes: int | None = None
-    """Memory limit of each worker; default: node RAM / ranks on the node."""
+    """Memory limit of each worker; default: the node's budget (the smallest of RAM, the job's
+    Slurm memory and the cgroup limit) / ranks on the node."""
     dry_run: bool = False
     """Print the plan of every rank and exit without starting anything."""
     log_level: str | None = None
@@ -89,7 +90,7 @@ class LaunchOptions:
             raise ValueError(
                 f"--memory-limit: memory_limit_bytes={self.memory_limit_bytes} must be a "
                 "positive number of bytes per worker (e.g. 17179869184 for 16 GiB); leave it "
-                "out for node RAM / ranks on the node"
+                "out for the job's memory on the node / ranks on the node"
             )
 
 
@@ -151,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit",
         type=int,
         metavar="BYTES",
-        help="memory limit per worker (default: node RAM / ranks on the node)",
+        help="memory limit per worker (default: the smallest of node RAM, the job's Slurm "
+        "memory --mem/--mem-per-cpu and the cgroup limit, / ranks on the node)",
     )
     parser.add_argument(
         "--job-dir",

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Literal
 
 from launcher.hostlist import expand_hostlist
+from launcher.memory import node_memory_budget, read_cgroup_memory_limit
 from launcher.network import LOOPBACK
 from launcher.options import DEFAULT_SCRIPT, LaunchOptions
 from preload.ranks import RankInfo, slurm_tasks_on_node
@@ -48,9 +50,18 @@ class HostFacts:
     mpi4py_importable: bool
     environ: Mapping[str, str] = field(default_factory=dict)
     ucxx_importable: bool = False
+    cgroup_memory_limit_bytes: int | None = None
+    """The memory limit of this process's cgroup (Slurm's, a container's); ``None``: none."""
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """Memory the workers of this node may use together (:mod:`launcher.memory`)."""
+        return node_memory_budget(
+            self.total_memory_bytes, self.environ, self.cgroup_memory_limit_bytes
+        )
 
     @classmethod
-    def of_this_host(cls, environ: Mapping[str, str]) -> HostFacts:
+    def of_this_host(cls, environ: Mapping[str, str], root: Path = Path("/")) -> HostFacts:
         """Read the facts of the machine this process runs on (no MPI initialisation)."""
         import importlib.util
 
@@ -62,6 +73,7 @@ class HostFacts:
             mpi4py_importable=importlib.util.find_spec("mpi4py") is not None,
             environ=dict(environ),
             ucxx_importable=importlib.util.find_spec("distributed_ucxx") is not None,
+            cgroup_memory_limit_bytes=read_cgroup_memory_limit(root),
         )
 
 
@@ -177,13 +189,13 @@ def plan_job(info: RankInfo, options: LaunchOptions, host: HostFacts) -> dict[in
             n_workers=None,
             nvml_count=0,
             available_cpus=host.available_cpus,
-            total_memory_bytes=host.total_memory_bytes,
+            total_memory_bytes=host.memory_budget_bytes,
         )
         workers, memory = local.n_workers, local.memory_limit_bytes
         threads = local.threads_per_worker_pool
     else:
         workers = 1
-        memory = host.total_memory_bytes // _local_size(info, host.environ)
+        memory = host.memory_budget_bytes // _local_size(info, host.environ)
         threads = max(1, host.available_cpus // _local_size(info, host.environ))
     memory = options.memory_limit_bytes or memory
     one_node = exchange == "local" or _local_size(info, host.environ) == info.size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -137,3 +138,18 @@ def test_a_dead_worker_rank_stops_every_rank(slurm, job_dir, tools):
         10,
         "every process of the failed job to exit",
     )
+
+
+@pytest.mark.parametrize(
+    ("memory_option", "per_worker_mb"),
+    [("--mem=3000M", 1500), ("--mem-per-cpu=1000", 1000)],  # 1000 MB x 2 CPUs / 2 workers
+)
+def test_worker_memory_is_the_allocations_share_not_the_nodes(
+    slurm, job_dir, tools, memory_option, per_worker_mb
+):
+    """``salloc --mem`` (or ``--mem-per-cpu``): each worker gets its share of the allocation."""
+    info = tools.launcher_command("-m", "launcher.info", "--json")
+    done = slurm.run(["salloc", "-n", "2", memory_option, "srun", *info], cwd=job_dir)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout[done.stdout.index("[") :])
+    assert [record["memory_limit"] for record in records] == [per_worker_mb << 20] * 2
