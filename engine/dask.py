@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from distributed import Client, LocalCluster
     from polars.lazyframe.opt_flags import QueryOptFlags
 
+    from engine.executor.dispatch import DistributedQueryResult
+    from engine.executor.results import InMemoryQueryResult
     from engine.stats import QueryStats
 
 __all__ = ["SCHEDULER_ADDRESS_CONFIG", "DaskEngine", "dask_setup", "dask_teardown"]
@@ -54,7 +57,9 @@ class DaskEngine(pl.Engine):
         ``{"hardware_binding": HardwareBindingPolicy(enabled=False)}``.
     n_workers
         Workers of the LocalCluster the engine starts when it has no cluster to join:
-        default one per visible GPU, else ``min(4, available CPUs)``.
+        default one per visible GPU, else ``min(4, available CPUs)``. Under
+        ``python -m launcher.run`` it is ignored with a warning: the allocation's ranks are
+        the workers, so one script runs on a laptop and in a job unchanged.
 
     Examples
     --------
@@ -152,12 +157,18 @@ class DaskEngine(pl.Engine):
 
         address = dask.config.get(SCHEDULER_ADDRESS_CONFIG, None)
         if address:
+            client = _join_scheduler(address)
             if n_workers is not None:
-                raise ValueError(
-                    f"n_workers={n_workers} cannot apply: this process runs under a launcher "
-                    f"whose cluster ({address}) is already started"
+                # The same script runs on a laptop (n_workers applies) and in an allocation,
+                # where the job's ranks already are the workers.
+                warnings.warn(
+                    f"DaskEngine(n_workers={n_workers}) is ignored: this script runs under "
+                    f"python -m launcher.run, whose cluster ({address}) has "
+                    f"{len(client.ncores())} worker(s), one per rank of the allocation",
+                    UserWarning,
+                    stacklevel=4,
                 )
-            return _join_scheduler(address)
+            return client
         self._cluster = start_local_cluster(plan_this_host(n_workers))
         return Client(self._cluster)
 
@@ -188,11 +199,15 @@ class DaskEngine(pl.Engine):
         self,
         lf: pl.LazyFrame,
         *,
-        optimizations: QueryOptFlags,
+        optimizations: QueryOptFlags | None = None,
         background: bool = False,
         post_opt_callback: Any = None,
     ) -> pl.DataFrame:
-        """Run ``lf`` and return the whole result in this process."""
+        """Run ``lf`` and return the whole result in this process.
+
+        polars calls this for ``lf.collect(engine=engine)``; ``engine.collect(lf)`` works too
+        (``optimizations`` defaults to polars' own defaults).
+        """
         self._check_open()
         if background:
             raise NotImplementedError(
@@ -202,17 +217,36 @@ class DaskEngine(pl.Engine):
         from engine.executor.client import collect_query
 
         with observe_query(self.options.progress) as observation:
-            result = collect_query(self, lf, optimizations)
+            result = collect_query(self, lf, _optimizations(optimizations))
         if observation.stats is not None:
             self.last_query_stats = observation.stats
         return result
 
-    def execute(self, lf: pl.LazyFrame, *, optimizations: QueryOptFlags) -> Any:
-        """Run ``lf``; the ``QueryResult``'s parts stay on the workers until read."""
+    def execute(
+        self, lf: pl.LazyFrame, *, optimizations: QueryOptFlags | None = None
+    ) -> DistributedQueryResult | InMemoryQueryResult:
+        """Run ``lf``; the result's parts stay on the workers until read.
+
+        ``engine.execute(lf)`` and ``lf.execute(engine=engine)`` are the same call. The result
+        is polars' ``QueryResult``: ``res.head`` (the first 5 rows, also callable:
+        ``res.head(3)``), ``res.n_rows_total`` (counted on the workers) and ``res.lazy()``
+        (fetches every part). A query that runs on the client gives the same interface.
+
+        >>> with DaskEngine(n_workers=1) as engine:
+        ...     res = engine.execute(pl.LazyFrame({"a": [1, 2, 3]}).select(pl.col("a") * 2))
+        ...     res.head(2)["a"].to_list(), res.n_rows_total
+        ([2, 4], 3)
+        """
+        from polars.lazyframe.query_result import SingleNodeQueryResult
+
         from engine.executor.client import execute_query
+        from engine.executor.results import InMemoryQueryResult
 
         self._check_open()
-        return execute_query(self, lf, optimizations)
+        result = execute_query(self, lf, _optimizations(optimizations))
+        if isinstance(result, SingleNodeQueryResult):  # ran on the client: same interface
+            return InMemoryQueryResult(result.lazy().collect())
+        return result
 
     def sink_parquet(self, lf: pl.LazyFrame, path: Any, **kwargs: Any) -> None:
         """Each rank writes ``path/part.<rank>.<i>.parquet``; returns when all are written."""
@@ -293,6 +327,13 @@ class DaskEngine(pl.Engine):
         if self._closed:
             return "DaskEngine(closed)"
         return f"DaskEngine(nranks={len(self._workers)}, scheduler={self.client.scheduler.address})"
+
+
+def _optimizations(optimizations: QueryOptFlags | None) -> QueryOptFlags:
+    """The default optimization flags of polars, for a caller (not polars) that gave none."""
+    from polars.lazyframe.opt_flags import DEFAULT_QUERY_OPT_FLAGS
+
+    return DEFAULT_QUERY_OPT_FLAGS if optimizations is None else optimizations
 
 
 def _join_scheduler(address: str) -> Client:

@@ -7,10 +7,12 @@ whole host is how nodes run out of memory.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psutil
 
@@ -24,11 +26,20 @@ __all__ = [
     "LocalClusterPlan",
     "plan_local_cluster",
     "plan_this_host",
+    "spawn_dask_workers_without_main",
     "start_local_cluster",
 ]
 
 DEFAULT_MAX_CPU_WORKERS: Final = 4
 """CPU workers ``DaskEngine()`` starts on a host without GPUs, at most one per available CPU."""
+
+DASK_WORKER_PROCESS_NAME: Final = "Dask Worker process (from Nanny)"
+"""The name distributed's ``Nanny`` gives the worker process it spawns (``nanny.WorkerProcess``)."""
+
+_MAIN_KEYS: Final = ("init_main_from_path", "init_main_from_name")
+"""Keys of multiprocessing's preparation data that make a spawned child re-run ``__main__``."""
+
+_PATCH_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -103,17 +114,75 @@ def plan_this_host(n_workers: int | None) -> LocalClusterPlan:
     )
 
 
+def without_main(
+    get_preparation_data: Callable[[str], dict[str, Any]], process_name: str
+) -> Callable[[str], dict[str, Any]]:
+    """``get_preparation_data`` that tells children named ``process_name`` not to re-run main.
+
+    multiprocessing's ``spawn`` (and ``forkserver``) child runs ``__main__`` again as
+    ``__mp_main__`` when the parent's preparation data carries the main script's path or module
+    name (``spawn.prepare`` -> ``_fixup_main_from_path``). Without those keys the child keeps
+    its own ``__main__``, as it does for a parent in Jupyter or ``python -c``.
+
+    >>> def prepared(name):
+    ...     return {"name": name, "init_main_from_path": "/home/me/query.py"}
+    >>> without_main(prepared, "worker")("worker")
+    {'name': 'worker'}
+    >>> without_main(prepared, "worker")("my-pool")["init_main_from_path"]
+    '/home/me/query.py'
+    """
+
+    @functools.wraps(get_preparation_data)
+    def prepare_without_main(name: str) -> dict[str, Any]:
+        data = get_preparation_data(name)
+        if name == process_name:
+            for key in _MAIN_KEYS:
+                data.pop(key, None)
+        return data
+
+    prepare_without_main.polars_hpc_without_main = process_name  # type: ignore[attr-defined]
+    return prepare_without_main
+
+
+def spawn_dask_workers_without_main() -> None:
+    """Let Dask worker processes spawned from this process start without re-running ``__main__``.
+
+    Why: a user's script that creates ``DaskEngine()`` at module level, with no ``if __name__ ==
+    "__main__":`` guard (the reference guide's examples have none), would otherwise run again in
+    every spawned worker, start a cluster there, and die in multiprocessing's bootstrapping
+    check ("Nanny failed to start"). ``python - < query.py`` failed even with the guard: the
+    child tried to run the file ``<stdin>``.
+
+    Workers need nothing from the user's ``__main__``: Dask ships functions defined there by
+    value (cloudpickle), and so does polars for UDFs in a plan; this is how workers already
+    start when the client is a notebook. Only processes distributed names as its workers are
+    affected: the user's own multiprocessing pools keep the standard behaviour. Idempotent.
+    """
+    from multiprocessing import spawn
+
+    with _PATCH_LOCK:
+        current = spawn.get_preparation_data
+        if getattr(current, "polars_hpc_without_main", None) == DASK_WORKER_PROCESS_NAME:
+            return
+        spawn.get_preparation_data = without_main(current, DASK_WORKER_PROCESS_NAME)
+
+
 def start_local_cluster(plan: LocalClusterPlan) -> LocalCluster:
     """Start the planned cluster; each GPU worker gets its device from the nanny preload.
 
+    Worker processes start without re-running the user's ``__main__``
+    (:func:`spawn_dask_workers_without_main`), so an unguarded script works.
+
     ``POLARS_MAX_THREADS`` must be in the worker's environment when the spawned process starts:
-    spawning re-imports the user's ``__main__``, which usually imports polars, and polars sizes
-    its thread pool then. The nanny's ``env`` is applied only after that import (seen on the 4x
+    anything imported before the nanny applies its ``env`` (a worker used to re-import the
+    user's ``__main__``, which imports polars) sizes polars' thread pool then (seen on the 4x
     H200 machine: 64-thread pools in workers bound to 16 CPUs), so the value goes through
     distributed's ``pre-spawn-environ``, which is set before the process is spawned.
     """
     import dask.config
     from distributed import LocalCluster
+
+    spawn_dask_workers_without_main()
 
     pre_spawn = {
         **dask.config.get("distributed.nanny.pre-spawn-environ", {}),

@@ -21,6 +21,8 @@ from typing import IO, Any, Final
 __all__ = [
     "LOGGER_ROOTS",
     "LOG_LEVEL_ENV",
+    "RANK_TASK_PREFIX",
+    "DropRankTaskFailures",
     "configure_logging",
     "configure_worker_logging",
     "rank_prefix",
@@ -98,11 +100,55 @@ def configure_logging(
     return logging.getLogger("launcher")
 
 
+RANK_TASK_PREFIX: Final = "polars-hpc-"
+"""Task keys of query ranks start with this (``engine.executor.dispatch.submit_ranks``)."""
+
+
+class DropRankTaskFailures(logging.Filter):
+    """Drops distributed's per-task failure messages for polars-hpc rank tasks.
+
+    distributed logs ~30 lines (task repr, exception repr, traceback as one escaped string)
+    at ERROR for every failed task, so a query failing on 4 ranks printed 120 lines before the
+    client's own error; and when the client then cancels the other ranks, each logs "Async
+    instruction ... ended with CancelledError". The rank logs one line itself
+    (``engine.executor.dispatch``: INFO, the traceback at DEBUG) and the client shows the
+    error once, naming the rank. Other tasks keep distributed's messages.
+
+    >>> record = logging.LogRecord("distributed.worker", logging.ERROR, "", 0,
+    ...     "Compute Failed Key: %s", ("polars-hpc-0a1b-rank-3",), None)
+    >>> DropRankTaskFailures().filter(record)
+    False
+    >>> record.args = ("sum-of-things-42",)
+    >>> DropRankTaskFailures().filter(record)
+    True
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a failure or cancellation record of one of our rank tasks."""
+        message = str(record.msg)
+        if message.startswith("Compute Failed"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            return not (args and str(args[0]).startswith(RANK_TASK_PREFIX))
+        if message.startswith("Async instruction for") and message.endswith("CancelledError"):
+            return f"('{RANK_TASK_PREFIX}" not in message
+        return True
+
+
+_NOISY_LOGGERS: Final = ("distributed.worker", "distributed.worker.state_machine")
+"""Loggers :class:`DropRankTaskFailures` is installed on (filters are per logger)."""
+
+
 def configure_worker_logging(dask_worker: Any, ranks: Mapping[str, int], level: str | None) -> str:
     """Run on a worker (``client.run``): prefix its log lines with its rank and host.
 
-    Returns the prefix, so the caller can check every worker took its rank.
+    Also drops distributed's per-task "Compute Failed" block for rank tasks
+    (:class:`DropRankTaskFailures`; idempotent). Returns the prefix, so the caller can check
+    every worker took its rank.
     """
     rank = ranks.get(dask_worker.address)
     configure_logging(level, rank=rank)
+    for name in _NOISY_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropRankTaskFailures) for f in logger.filters):
+            logger.addFilter(DropRankTaskFailures())
     return rank_prefix(rank)

@@ -6,6 +6,12 @@ recorder keeps a stack: the time and bytes of one ``next()`` minus those of the 
 from are the stage's own (exclusive) share. Work a stage hands on lazily (a scan slice with a
 filter, fused into the consumer's polars query) is therefore counted where it runs.
 
+Rows and bytes scanned are what was read, not the rank's assigned range: a scan partition
+handed to a consumer counts the rows polars reads of it after pushdown (a ``head(5)`` reads 5
+rows), as polars' optimized plan shows them (:mod:`engine.executor.reads`), and bytes for the
+columns read; a partition whose read is not seen (a sink, a GPU fragment) counts whole, and one
+pulled but dropped (a slice that already had its rows) counts nothing.
+
 Client side, :class:`QueryStats` (``engine.last_query_stats``) turns the ranks' records into one
 row per stage: time (max and mean over ranks), rows and bytes scanned, rows out, bytes
 shuffled, and skew (max / mean over ranks; 1.0 is perfectly balanced).
@@ -13,6 +19,7 @@ shuffled, and skew (max / mean over ranks; 1.0 is perfectly balanced).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,24 +27,43 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from engine.executor.reads import column_share
 from engine.plan.explain import describe_stage, plan_stages
 from engine.plan.nodes import DistributedPlan, FrameSource, PlanNode, ScanSource, SingleRank
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["QueryStats", "StageRecord", "StageRecorder", "StageStats", "format_bytes"]
+__all__ = [
+    "QueryStats",
+    "StageRecord",
+    "StageRecorder",
+    "StageStats",
+    "format_bytes",
+]
 
 StageRecord = dict[str, Any]
 """One rank's numbers for one stage: plain, msgpack-able data (it travels as a Dask event).
 
 Keys: ``stage``, ``rank``, ``start``/``end`` (epoch seconds), ``seconds`` (exclusive),
-``rows_scanned``, ``bytes_scanned`` (estimated from the planner's bytes per row),
+``rows_scanned`` (rows read), ``bytes_scanned`` (those rows x the planner's bytes per row,
+scaled to the columns read),
 ``rows_out`` (``None`` when the stage's output stayed lazy), ``bytes_shuffled``,
 ``bytes_spilled``, ``parts``.
 """
 
 _LEGACY_KEYS: Final = ("bytes_shuffled", "fallbacks", "seconds")
+_SLICE_TAIL: Final = re.compile(r'"offset": (\d+), "len": (\d+)}}$')
+"""The end of a scan partition's JSON (``engine.plan.dsl.slice_leaf``): its rows."""
+
+
+@dataclass
+class _HandedPart:
+    """A scan partition a consumer took; how much of it polars reads is not known yet."""
+
+    stage: int
+    offset: int
+    length: int
 
 
 class StageRecorder:
@@ -71,6 +97,8 @@ class StageRecorder:
         self._number = {id(node): index for index, node in enumerate(self._nodes)}
         self._records: dict[int, StageRecord] = {}
         self._stack: list[list[float]] = []
+        self._handed: list[_HandedPart] = []
+        self._column_share: dict[int, Callable[[list[str] | None], float]] = {}
 
     def _bytes(self) -> int:
         return int(getattr(self._comm, "bytes_sent", 0))
@@ -102,8 +130,13 @@ class StageRecorder:
                     record["rows_out"] += part.height
                 else:
                     record["rows_out"] = None
+                if isinstance(node, ScanSource | FrameSource):
+                    self._hand_out(stage, node, record, part)
                 yield part
         except GeneratorExit:  # the consumer stopped early (a slice had its rows): done too
+            # It stops right after taking a part it will not use: that part was never read.
+            if self._handed and self._handed[-1].stage == stage:
+                self._handed.pop()
             self._finish(node, record)
             raise
         self._finish(node, record)
@@ -137,16 +170,48 @@ class StageRecorder:
             self._stack[-1][1] += moved
             self._stack[-1][2] += to_disk
 
+    def _hand_out(
+        self, stage: int, node: ScanSource | FrameSource, record: StageRecord, part: Any
+    ) -> None:
+        """Count a source partition a consumer took: a frame now, a scan once it is read."""
+        if isinstance(part, pl.DataFrame):
+            record["rows_scanned"] += part.height
+            record["bytes_scanned"] += int(part.height * node.bytes_per_row)
+            return
+        rows = _SLICE_TAIL.search(part) if isinstance(part, str) else None
+        if rows is not None:
+            self._handed.append(_HandedPart(stage, int(rows[1]), int(rows[2])))
+
+    def scan_read(self, offset: int, length: int, columns: list[str] | None) -> None:
+        """Count a scan read polars is about to do: ``length`` rows from ``offset``, ``columns``.
+
+        Matched to the latest handed-out scan partition starting at ``offset``; reads of scans
+        that are no partition of ours (inside a single-rank fallback) are not stages.
+        """
+        for index in range(len(self._handed) - 1, -1, -1):
+            handed = self._handed[index]
+            if handed.offset == offset and length <= handed.length:
+                del self._handed[index]
+                record = self._records[handed.stage]
+                node = self._nodes[handed.stage]
+                assert isinstance(node, ScanSource)
+                if handed.stage not in self._column_share:
+                    self._column_share[handed.stage] = column_share(node.scan_json)
+                share = self._column_share[handed.stage](columns)
+                record["rows_scanned"] += length
+                record["bytes_scanned"] += int(length * node.bytes_per_row * share)
+                return
+
     def _finish(self, node: PlanNode, record: StageRecord) -> None:
         if record["end"] is not None:
             return
         record["end"] = time.time()
-        if isinstance(node, ScanSource | FrameSource):
-            from engine.executor.rank import rank_row_range
-
-            start, end = rank_row_range(node.total_rows, self._comm.rank, self._comm.nranks)
-            record["rows_scanned"] = end - start
-            record["bytes_scanned"] = int((end - start) * node.bytes_per_row)
+        if isinstance(node, ScanSource):  # partitions whose read was not seen count whole
+            stage = record["stage"]
+            for handed in [h for h in self._handed if h.stage == stage]:
+                record["rows_scanned"] += handed.length
+                record["bytes_scanned"] += int(handed.length * node.bytes_per_row)
+            self._handed = [h for h in self._handed if h.stage != stage]
         if self._on_done is not None:
             self._on_done(dict(record))
 

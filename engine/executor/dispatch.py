@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import threading
 import time
@@ -28,8 +29,10 @@ from engine.executor.exchange import SpillPolicy
 from engine.executor.fragments import FragmentRunner, choose_fragment_engine
 from engine.executor.frames import concat_frames
 from engine.executor.rank import PartitionLimits, RankExecutor
-from engine.executor.results import concat_result, rank_frames
+from engine.executor.reads import ReadObservingRunner
+from engine.executor.results import HeadFrame, concat_result, rank_frames
 from engine.executor.sinks import SinkRequest, write_part
+from engine.logs import RANK_TASK_PREFIX
 from engine.plan.nodes import DistributedPlan, Fallback
 from engine.progress import current_observation, stage_event_sender
 from engine.stats import StageRecorder
@@ -52,6 +55,8 @@ __all__ = [
     "run_rank",
     "submit_ranks",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 CommunicatorLookup = Callable[[str], "Communicator"]
 """``comm_id -> communicator`` of this worker (runs on the worker)."""
@@ -167,7 +172,7 @@ def submit_ranks(
             workers=[address],
             allow_other_workers=False,
             pure=False,
-            key=f"polars-hpc-{settings.query_id}-rank-{rank}",
+            key=f"{RANK_TASK_PREFIX}{settings.query_id}-rank-{rank}",
         )
         for rank, address in enumerate(workers)
     ]
@@ -181,6 +186,39 @@ def run_rank(
     lookup: CommunicatorLookup | None,
 ) -> RankOutput:
     """Worker side: this rank's part of the result (or the part files it wrote)."""
+    try:
+        return _run_rank(plan, rank, frames, settings, lookup)
+    except BaseException as error:
+        _log_rank_failure(rank, settings.query_id, error)
+        raise
+
+
+def _log_rank_failure(rank: int, query_id: str, error: BaseException) -> None:
+    """One line per failed rank (INFO; a peer's echo at DEBUG), the traceback at DEBUG.
+
+    distributed's own "Compute Failed" block for our tasks (30 lines per rank) is dropped by
+    :func:`engine.logs.configure_worker_logging`; the client shows the error once.
+    """
+    echo = isinstance(error, CommunicatorError)
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    _LOG.log(
+        logging.DEBUG if echo else logging.INFO,
+        "query %s failed on rank %d: %s: %s",
+        query_id,
+        rank,
+        type(error).__name__,
+        first_line,
+    )
+    _LOG.debug("query %s on rank %d: traceback", query_id, rank, exc_info=error)
+
+
+def _run_rank(
+    plan: DistributedPlan,
+    rank: int,
+    frames: list[pl.DataFrame],
+    settings: RankSettings,
+    lookup: CommunicatorLookup | None,
+) -> RankOutput:
     from distributed import get_worker, secede
 
     secede()
@@ -190,13 +228,19 @@ def run_rank(
         os.path.join(worker.local_directory, "polars-hpc-spill"),
         int(limit * settings.spill_fraction) if limit else None,
     )
-    runner = FragmentRunner(choose_fragment_engine(settings.fragment_engine))
+    fragment_engine = choose_fragment_engine(settings.fragment_engine)
     tags = _tag_source(settings.query_id)
     assert plan.root is not None
     with _communicator(settings, rank, lookup).query_scope(settings.scope_id) as scoped:
         comm = CountingCommunicator(scoped)
         sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
         stages = StageRecorder(plan, comm, sender, spill)
+        # CPU fragments report what they read (rows and columns after pushdown) to the stats.
+        runner = (
+            ReadObservingRunner(stages)
+            if fragment_engine == "cpu"
+            else FragmentRunner(fragment_engine)
+        )
         executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)
@@ -256,7 +300,7 @@ def gather_outputs(
     """
     failure = _wait_for_ranks(client, futures, workers)
     if failure is not None:
-        raise failure
+        raise _as_shown_to_user(failure, futures, workers)
     outputs = client.gather(futures, direct=True)
     observation = current_observation()
     if observation is not None:
@@ -289,6 +333,32 @@ def _wait_for_ranks(
                 return lost
         with contextlib.suppress(TimeoutError):
             wait(pending, timeout=LOST_WORKER_POLL_S, return_when="FIRST_COMPLETED")
+
+
+def _as_shown_to_user(
+    failure: BaseException, futures: list[Future], workers: Sequence[str] | None
+) -> BaseException:
+    """The error once, naming the rank that raised it; polars' errors without worker frames.
+
+    A polars error (bad data, a failed cast) reads as polars' own error in the user's process:
+    its message says what is wrong, and the ~20 frames of the rank executor above it say
+    nothing to the user (the worker logs them at DEBUG: ``log_level="DEBUG"``). Any other
+    error keeps its worker traceback: it points at a UDF or at us.
+    """
+    rank = next(
+        (r for r, f in enumerate(futures) if f.status == "error" and f.exception() is failure),
+        None,
+    )
+    if rank is None:  # raised here on the client (a lost worker): its message names the rank
+        return failure
+    where = f" (worker {workers[rank]})" if workers is not None else ""
+    failure.add_note(
+        f"DaskEngine: raised on rank {rank} of {len(futures)}{where}; its traceback is in that "
+        "worker's log at DEBUG (StreamingOptions(log_level='DEBUG') or POLARS_HPC_LOG_LEVEL)"
+    )
+    if isinstance(failure, pl.exceptions.PolarsError):
+        return failure.with_traceback(None)
+    return failure
 
 
 def _root_cause(futures: list[Future]) -> BaseException | None:
@@ -357,16 +427,22 @@ class DistributedQueryResult:
         self._workers = workers
 
     @property
-    def head(self) -> pl.DataFrame | None:
-        """The first 5 rows, read rank by rank until there are enough."""
+    def head(self) -> HeadFrame:
+        """The first 5 rows; ``head(n)`` gives the first ``n`` (read rank by rank, no more)."""
+        return HeadFrame.of(self._first_rows(5), self._first_rows)
+
+    def _first_rows(self, n: int) -> pl.DataFrame:
+        """The first ``n`` rows of the result, reading ranks in order until there are enough."""
+        if n < 0:
+            return self.lazy().collect().head(n)
         frames, rows = [], 0
         for future in self._futures:
-            part = self._client.submit(_head, future, 5, pure=False).result()
+            if rows >= n:
+                break
+            part = self._client.submit(_head, future, n - rows, pure=False).result()
             frames.append(part)
             rows += part.height
-            if rows >= 5:
-                break
-        return concat_result(self._plan, frames).head(5)
+        return concat_result(self._plan, frames).head(n)
 
     @property
     def n_rows_total(self) -> int | None:
