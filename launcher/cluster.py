@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from launcher.dashboard import dashboard_address
+
 if TYPE_CHECKING:
     from distributed import Nanny, Scheduler, Worker
     from distributed.security import Security
@@ -70,25 +72,24 @@ class LoopThread:
 async def start_scheduler(
     *, host: str, protocol: str, security: Security | None, dashboard_port: int | None
 ) -> Scheduler:
-    """Start the scheduler on ``host`` (a port the kernel picks)."""
+    """Start the scheduler on ``host`` (a port the kernel picks).
+
+    Its HTTP server (always started) gets ``dashboard_port`` when that is free and the
+    dashboard can run, else a free port: never distributed's default 8787, which a second job
+    on the node would find taken (:mod:`launcher.dashboard`).
+    """
     from distributed import Scheduler
 
-    dashboard = dashboard_port is not None and _bokeh_importable()
+    dashboard, http_address = dashboard_address(host, dashboard_port)
     scheduler = Scheduler(
         host=host,
         port=0,
         protocol=f"{protocol}://",
         security=security,
         dashboard=dashboard,
-        dashboard_address=f"{host}:{dashboard_port}" if dashboard else None,
+        dashboard_address=http_address,
     )
     return await scheduler
-
-
-def _bokeh_importable() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("bokeh") is not None
 
 
 async def start_nanny(

@@ -32,6 +32,7 @@ from launcher.cluster import (
     wait_for_workers_to_leave,
 )
 from launcher.contact import ClusterContact, job_identity
+from launcher.dashboard import BOKEH_HINT, dashboard_works
 from launcher.exchange import (
     RendezvousServer,
     fetch_from_rendezvous,
@@ -228,13 +229,7 @@ class RankRun:
     def _announce_addresses(self, contact: ClusterContact) -> None:
         assert self._scheduler is not None
         self.logger.info("scheduler at %s (%s)", contact.address, self.plan.exchange)
-        links = getattr(self._scheduler, "dashboard_link", None)
-        if self.options.dashboard_port is None:
-            self.logger.info("dashboard: off (--no-dashboard)")
-        elif self._scheduler.http_server is not None and links:
-            self.logger.info("dashboard: %s", links)
-        else:
-            self.logger.info("dashboard: not available (pip install bokeh to get one)")
+        self.logger.info("dashboard: %s", self._dashboard_link())
         if contact.tls_key_pem is not None:
             root = self.options.job_dir or Path.home() / ".polars-hpc" / "jobs"
             for stale in remove_stale_job_dirs(root):
@@ -246,6 +241,18 @@ class RankRun:
                 "--insecure: no TLS; any user who can reach %s can run code as you",
                 contact.address,
             )
+
+    def _dashboard_link(self) -> str:
+        """The dashboard's URL, or why there is none (never a link to a page that fails)."""
+        assert self._scheduler is not None
+        if self.options.dashboard_port is None:
+            return "off (--no-dashboard)"
+        if not dashboard_works():
+            return f"not available ({BOKEH_HINT})"
+        from distributed.comm.addressing import unparse_host_port
+
+        server = self._scheduler.http_server
+        return f"http://{unparse_host_port(server.address, server.port)}/status"
 
     def _finish(self, status: int, timeout_s: float = 20.0) -> None:
         """Tell every rank the exit status; wait until they have it and their workers left."""

@@ -144,6 +144,31 @@ def _which(name: str) -> bool:
     return shutil.which(name) is not None or Path("/usr/sbin", name).exists()
 
 
+DASK_DEFAULT_DASHBOARD_PORT = 8787
+
+
+@pytest.fixture
+def dashboard_port_taken() -> Iterator[int]:
+    """Port 8787, distributed's default dashboard port, held as another job on the node would.
+
+    If another process already holds it, it is taken all the same.
+    """
+    with socket.socket() as holder:
+        try:
+            holder.bind(("0.0.0.0", DASK_DEFAULT_DASHBOARD_PORT))
+            holder.listen(1)
+        except OSError:
+            pass  # someone else holds it: taken all the same
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", DASK_DEFAULT_DASHBOARD_PORT))
+            except OSError:
+                pass
+            else:
+                pytest.fail(f"could not take port {DASK_DEFAULT_DASHBOARD_PORT} for the test")
+        yield DASK_DEFAULT_DASHBOARD_PORT
+
+
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
     """A working directory with the job scripts the tests run."""

@@ -7,6 +7,7 @@ client that fails on its own configuration, before sending a byte, does not coun
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -124,3 +125,44 @@ def test_local_cluster_refuses_strangers_itself_and_passes_exit_status(tmp_path)
         assert re.search(refused_by_scheduler, done.stderr), (
             f"{case}: the scheduler logged no refusal of port {seen.group(1)}\n{done.stderr}"
         )
+
+
+QUIET_SCRIPT = "print('script ran')\n"
+
+
+def _run_local(tmp_path, *options: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "quiet.py").write_text(QUIET_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-m", "launcher.run", *options, "quiet.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "script ran" in done.stdout
+    return done
+
+
+def _dashboard_line(stderr: str) -> str:
+    return re.search(r"dashboard: (.*)", stderr).group(1)
+
+
+def test_the_dashboard_link_is_logged_only_when_it_works(tmp_path, dashboard_port_taken):
+    done = _run_local(tmp_path)
+    assert "already in use" not in done.stderr, done.stderr
+    if importlib.util.find_spec("bokeh") is None:
+        assert _dashboard_line(done.stderr) == (
+            "not available (pip install 'bokeh>=3.1.0' for the dashboard)"
+        )
+        assert "http://" not in done.stderr
+        return
+    link = _dashboard_line(done.stderr)  # with bokeh: the page must be the dashboard
+    assert link.startswith("http://127.0.0.1:"), link
+    assert f":{dashboard_port_taken}/" not in link
+
+
+def test_no_dashboard_means_no_port_8787_and_no_warning(tmp_path, dashboard_port_taken):
+    done = _run_local(tmp_path, "--no-dashboard")
+    assert "already in use" not in done.stderr, done.stderr
+    assert _dashboard_line(done.stderr) == "off (--no-dashboard)"

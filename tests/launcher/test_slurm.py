@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -153,3 +154,24 @@ def test_worker_memory_is_the_allocations_share_not_the_nodes(
     assert done.returncode == 0, done.stderr
     records = json.loads(done.stdout[done.stdout.index("[") :])
     assert [record["memory_limit"] for record in records] == [per_worker_mb << 20] * 2
+
+
+@pytest.mark.parametrize(
+    ("options", "dashboard"),
+    [
+        ((), "not available (pip install 'bokeh>=3.1.0' for the dashboard)"),
+        (("--no-dashboard",), "off (--no-dashboard)"),
+    ],
+)
+def test_a_second_job_on_the_node_gets_no_port_warning(
+    slurm, job_dir, dashboard_port_taken, options, dashboard
+):
+    """Port 8787 held (another job's dashboard): the scheduler takes a free port, silently."""
+    if not options and importlib.util.find_spec("bokeh") is not None:
+        dashboard = "http://127.0.0.1:"
+    command = [sys.executable, "-m", "launcher.run", *options, "q.py"]
+    done = slurm.run(["srun", "-n", "2", *command], cwd=job_dir)
+    assert done.returncode == 0, done.stderr
+    assert "already in use" not in done.stderr, done.stderr
+    assert f"dashboard: {dashboard}" in done.stderr
+    assert f":{dashboard_port_taken}/" not in done.stderr
