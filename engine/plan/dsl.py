@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -341,6 +342,55 @@ def _repeat_sort_flags(options: dict[str, Any], counts: list[int]) -> dict[str, 
     return options
 
 
+def snake_case(name: str) -> str:
+    """``CumSum`` -> ``cum_sum``: polars' Rust names as its Python API spells them."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+_EXPR_OPERATION_NAMES: Final[dict[str, str]] = {
+    "AnonymousFunction": "map_batches (a Python function over the whole column)",
+    "Literal": "a Series literal",  # a scalar literal is elementwise and never named
+    "Window": "over",
+    "Over": "over",
+    "Rolling": "rolling",
+    "Eval": "eval",
+    "SortBy": "sort_by",
+    "Filter": "filter inside an expression",
+}
+
+
+def describe_whole_frame_operation(exprs: list[Any]) -> str | None:
+    """Name of the first operation in ``exprs`` that needs more than one row at a time.
+
+    Fallback reasons name it, so a user sees ``cum_sum`` rather than "not elementwise".
+
+    >>> describe_whole_frame_operation(
+    ...     [{"Function": {"input": [{"Column": "a"}], "function": {"CumSum": {"reverse": False}}}}]
+    ... )
+    'cum_sum'
+    """
+    for expr in exprs:
+        for sub in walk_exprs(expr):
+            if not isinstance(sub, dict) or len(sub) != 1 or is_elementwise(sub):
+                continue
+            kind, body = next(iter(sub.items()))
+            if kind == "Agg":
+                return snake_case(next(iter(body)))
+            if kind == "Function":
+                name, member = _function_name(body["function"])
+                if not _function_is_elementwise(body):
+                    return snake_case(member if name in _ELEMENTWISE_MEMBERS and member else name)
+                continue
+            if kind in _EXPR_OPERATION_NAMES:
+                return _EXPR_OPERATION_NAMES[kind]
+            if kind in _WHOLE_FRAME_EXPRS:
+                return snake_case(kind)
+    return None
+
+
+_WHOLE_FRAME_EXPRS: Final = frozenset({"Gather", "Slice", "Sort", "Explode", "Len"})
+
+
 def references_columns(expr: Any) -> bool:
     """Whether the expression reads any column (a frame-length result, not a scalar)."""
     return any(isinstance(e, dict) and ("Column" in e or "Selector" in e) for e in walk_exprs(expr))
@@ -662,9 +712,14 @@ def expr_roots(exprs: list[Any]) -> set[str] | None:
 
 def select_columns_node(node: Node, names: list[str]) -> Node:
     """``node.select(names)`` as a DSL node."""
+    return select_node([{"Column": name} for name in names], node)
+
+
+def select_node(exprs: list[Any], node: Node) -> Node:
+    """``node.select(exprs)`` as a DSL node (expressions as DSL JSON objects)."""
     return {
         "Select": {
-            "expr": [{"Column": name} for name in names],
+            "expr": exprs,
             "input": node,
             "options": {"run_parallel": True, "duplicate_check": True, "should_broadcast": True},
         }
@@ -722,6 +777,20 @@ def window_partition_keys(exprs: list[Any]) -> tuple[str, ...] | None:
     if not all(_window_local(e, found) for e in exprs) or len(found) != 1:
         return None
     return tuple(json.dumps(k) for k in json.loads(found.pop()))
+
+
+def window_key_set(expr: Any) -> str | None:
+    """The partition keys (JSON) of the one key set ``expr``'s windows use.
+
+    ``""`` for an elementwise expression (no window at all); ``None`` when the expression is
+    neither elementwise nor built from windows over one key set.
+    """
+    if is_elementwise(expr):
+        return ""
+    found: set[str] = set()
+    if not _window_local(expr, found) or len(found) != 1:
+        return None
+    return found.pop()
 
 
 def _window_local(expr: Any, found: set[str]) -> bool:

@@ -152,7 +152,7 @@ class _Planner:
             (child,) = dsl.node_inputs(node) or []
             return RowIndex(self.plan(child), name, offset)
         if not _is_row_wise(node):
-            return self.window(node) or self.global_aggregate(node)
+            return self.window(node) or self.windows_by_key_set(node) or self.global_aggregate(node)
         (child,) = dsl.node_inputs(node) or []
         planned = self.plan(child)
         own = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker()]))
@@ -198,6 +198,40 @@ class _Planner:
         (child,) = dsl.node_inputs(node) or []
         with_seq = dsl.keep_column(dsl.with_inputs(node, [dsl.leaf_marker()]), WINDOW_SEQ)
         return Window(self.plan(child), json.dumps(with_seq), keys, _node_name(node))
+
+    def windows_by_key_set(self, node: dsl.Node) -> PlanNode | None:
+        """``over()`` windows with different keys in one select/with_columns, one by one.
+
+        Each key set gets its own stage (rows shuffled on those keys), computing its windows
+        into temporary columns; a last row-wise select names them. Every expression still
+        sees only the input's columns, as in one ``with_columns``.
+        """
+        kind = dsl.node_kind(node)
+        if kind not in ("Select", "HStack"):
+            return None
+        exprs = dsl.select_exprs(node)
+        key_sets = [dsl.window_key_set(e) for e in exprs]
+        if None in key_sets or len({k for k in key_sets if k}) < 2:
+            return None
+        (child,) = dsl.node_inputs(node) or []
+        child_lf = dsl.lazyframe_from_dsl(child)
+        names = [child_lf.select(dsl.expr_from_json(json.dumps(e))).collect_schema() for e in exprs]
+        if any(len(n) != 1 for n in names):
+            return None
+        temps = {i: f"{_TEMP}w{i}" for i, key in enumerate(key_sets) if key}
+        stage, options = child, dsl.node_body(node)["options"]
+        for key in dict.fromkeys(k for k in key_sets if k):
+            aliased = [{"Alias": [e, temps[i]]} for i, e in enumerate(exprs) if key_sets[i] == key]
+            stage = {"HStack": {"exprs": aliased, "input": stage, "options": options}}
+        produced = {
+            names[i].names()[0]: ({"Alias": [{"Column": temps[i]}, names[i].names()[0]]})
+            if i in temps
+            else e
+            for i, e in enumerate(exprs)
+        }
+        outputs = dsl.lazyframe_from_dsl(node).collect_schema().names()
+        final = [produced.get(name, {"Column": name}) for name in outputs]
+        return self.plan(dsl.select_node(final, stage))
 
     def global_aggregate(self, node: dsl.Node) -> PlanNode | None:
         if dsl.node_kind(node) != "Select":
@@ -423,12 +457,53 @@ def _node_name(node: dsl.Node) -> str:
     return f"{kind}({dsl.map_function_name(node)})" if kind == "MapFunction" else kind
 
 
+_NODE_OPERATIONS: Final[dict[str, str]] = {
+    "ExtContext": "with_context",
+    "MergeSorted": "merge_sorted",
+    "PythonScan": "a scan of a Python source",
+    "Cache": "a cached sub-plan",
+}
+
+
 def _why_not(node: dsl.Node) -> str:
+    """Why ``node`` runs on one rank, naming the user's operation (``cum_sum``, ``join_asof``)."""
     kind = dsl.node_kind(node)
     if kind in ("Select", "HStack", "Filter"):
-        return "its expressions are not all elementwise (they need the whole frame)"
+        exprs = [dsl.filter_predicate(node)] if kind == "Filter" else dsl.select_exprs(node)
+        operation = dsl.describe_whole_frame_operation(exprs)
+        if operation is None and kind == "Select":
+            return "a select of literals only (one row, not one per rank)"
+        where = {"Select": "select", "HStack": "with_columns", "Filter": "filter"}[kind]
+        return f"{operation} in {where} needs the whole frame, not one rank's rows"
     if kind == "GroupBy":
-        return "rolling/dynamic/map_groups group_by, or keys that are not elementwise"
+        return f"{_group_by_operation(node)} is not distributed yet"
+    if kind == "Join":
+        return f"{_join_operation(node)} is not distributed yet"
     if kind == "Scan":
         return "the scan reads no local files of a supported format"
-    return "the distributed planner does not support this node yet"
+    if kind == "MapFunction":
+        return f"{dsl.snake_case(dsl.map_function_name(node))} is not distributed yet"
+    return f"{_NODE_OPERATIONS.get(kind, kind)} is not distributed yet"
+
+
+def _group_by_operation(node: dsl.Node) -> str:
+    body = dsl.node_body(node)
+    options = body.get("options") or {}
+    if body.get("apply") is not None:
+        return "group_by().map_groups"
+    if options.get("rolling") is not None:
+        return "rolling (group_by over a rolling window)"
+    if options.get("dynamic") is not None:
+        return "group_by_dynamic"
+    operation = dsl.describe_whole_frame_operation(body["keys"])
+    return f"group_by with a {operation} key" if operation else "this group_by"
+
+
+def _join_operation(node: dsl.Node) -> str:
+    how, _ = dsl.join_how_and_suffix(node)
+    condition = dsl.node_body(node)["condition"]
+    if how == "asof":
+        return "join_asof"
+    if not isinstance(condition, dict) or "Equi" not in condition:
+        return "join_where (a join on inequalities)"
+    return f"a {how} join with a slice or non-elementwise keys"

@@ -85,3 +85,52 @@ def test_engine_affinity_routes_collect_to_the_engine(engine: DaskEngine) -> Non
     assert_frame_equal(result, pl.DataFrame({"a": [2, 3, 4]}))
     assert routed_plan is not None
     assert routed_plan.root is not None, "the query ran on the client, not on the ranks"
+
+
+WINDOWS = pl.LazyFrame(
+    {
+        "t": [1, 2, 3, 4, 5, 6],
+        "g": [1, 1, 2, 2, 1, 3],
+        "h": [1, 2, 2, 1, 1, 2],
+        "v": [1.0, 3.0, 2.0, 5.0, 4.0, 6.0],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        WINDOWS.with_columns(pl.col("v").sum().over("g"), w=pl.col("v").mean().over("h")),
+        WINDOWS.select(
+            pl.col("v").rank().over("g").alias("r"), pl.col("t").max().over("h").alias("m"), "t"
+        ),
+        WINDOWS.with_columns(pl.col("v").cum_sum().over("h"), x=pl.col("t") * 2),
+    ],
+    ids=["with_columns", "select", "same output name"],
+)
+def test_windows_with_different_keys_are_distributed(engine: DaskEngine, query) -> None:
+    """Two ``over()`` key sets in one with_columns used to fall back to one rank."""
+    assert_frame_equal(query.collect(engine=engine), query.collect(engine="in-memory"))
+    plan = last_plan(engine)
+    assert plan is not None
+    assert plan.fallbacks == ()
+
+
+FALLBACK_REASONS = {
+    "cum_sum": WINDOWS.select(pl.col("v").cum_sum()),
+    "join_asof": WINDOWS.join_asof(WINDOWS, on="t"),
+    "join_where": WINDOWS.join_where(WINDOWS, pl.col("t") < pl.col("t_right")),
+    "group_by_dynamic": WINDOWS.group_by_dynamic("t", every="2i").agg(pl.col("v").sum()),
+    "rolling": WINDOWS.rolling("t", period="2i").agg(pl.col("v").sum()),
+    "with_context": WINDOWS.with_context(pl.LazyFrame({"z": [1]})).select("t"),
+}
+
+
+@pytest.mark.parametrize("operation", FALLBACK_REASONS)
+def test_fallback_reasons_name_the_operation(engine: DaskEngine, operation: str) -> None:
+    query = FALLBACK_REASONS[operation]
+    expected = query.collect(engine="in-memory")
+    assert_frame_equal(query.collect(engine=engine), expected, check_row_order=False)
+    plan = last_plan(engine)
+    assert plan is not None
+    assert any(operation in f"{f.node}: {f.reason}" for f in plan.fallbacks), plan.fallbacks
