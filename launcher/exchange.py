@@ -7,7 +7,9 @@ other rank *fetches* it. Three channels, chosen by :func:`launcher.spec.plan_job
 - a rendezvous on the first host of ``SLURM_STEP_NODELIST``, on ports derived from the job and
   step id, the secret part sealed with MUNGE (:mod:`launcher.munge`);
 - a scheduler file (``--scheduler-file``), written atomically with mode 0600; a file left by an
-  earlier job is recognised by its job id or age and waited past, never used.
+  earlier job is recognised by its job id or age and waited past, never used. It names the TLS
+  key's file in the private job directory instead of holding the key, and rank 0 deletes it
+  when the job ends.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "fetch_from_rendezvous",
     "mpi_share_contact",
     "read_scheduler_file",
+    "remove_scheduler_file",
     "write_scheduler_file",
 ]
 
@@ -167,7 +170,10 @@ def fetch_from_rendezvous(
 
 
 def write_scheduler_file(path: Path, contact: ClusterContact) -> None:
-    """Write the contact atomically, readable by this user only (it may hold the TLS key).
+    """Write the contact atomically, readable by this user only.
+
+    The launcher passes a contact without its private key (:meth:`ClusterContact.without_key`);
+    the file is still private, as it tells where the job's key lies.
 
     Folders the launcher has to create for it are 0700 as well: the file's name is no secret,
     but a private folder keeps other users from watching jobs come and go.
@@ -176,6 +182,15 @@ def write_scheduler_file(path: Path, contact: ClusterContact) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     write_private(partial, contact.to_json())
     os.replace(partial, path)
+
+
+def remove_scheduler_file(path: Path, contact: ClusterContact) -> bool:
+    """Delete the scheduler file if it still holds ``contact`` (not a later job's); say if so."""
+    with contextlib.suppress(OSError, ValueError):
+        if ClusterContact.from_json(path.read_text()) == contact:
+            path.unlink()
+            return True
+    return False
 
 
 def read_scheduler_file(

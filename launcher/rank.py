@@ -38,6 +38,7 @@ from launcher.exchange import (
     fetch_from_rendezvous,
     mpi_share_contact,
     read_scheduler_file,
+    remove_scheduler_file,
     write_scheduler_file,
 )
 from launcher.network import bind_address
@@ -102,6 +103,7 @@ class RankRun:
     _watch: WorkerLossWatch | None = None
     _rendezvous: RendezvousServer | None = None
     _job_dir: Path | None = None
+    _scheduler_file_contact: ClusterContact | None = None
     _hosts: dict[int, str] = field(default_factory=dict)
     _board: ExitBoard | None = None
     _aborting: threading.Lock = field(default_factory=threading.Lock)
@@ -190,6 +192,7 @@ class RankRun:
             tls_cert_pem=cert,
             tls_key_pem=key,
         )
+        self._write_job_dir(contact)
         self._publish(contact)
         self._announce_addresses(contact)
         self._start_worker(contact)
@@ -219,22 +222,33 @@ class RankRun:
             self._rendezvous = RendezvousServer(contact, self.plan.rendezvous_ports)
         elif self.plan.exchange == "scheduler-file":
             assert self.options.scheduler_file is not None
+            if self._job_dir is not None:  # the file names the key's file, never holds the key
+                contact = contact.without_key(self._job_dir / "key.pem")
             write_scheduler_file(self.options.scheduler_file, contact)
+            self._scheduler_file_contact = contact
 
     def _joined(self) -> Mapping[int, str]:
         if self._rendezvous is not None:
             return {0: socket.gethostname(), **self._rendezvous.joined}
         return self._hosts
 
+    def _write_job_dir(self, contact: ClusterContact) -> None:
+        """Write the job's TLS files (for outside clients and scheduler-file ranks) first."""
+        if contact.tls_key_pem is None:
+            return
+        root = self.options.job_dir or Path.home() / ".polars-hpc" / "jobs"
+        for stale in remove_stale_job_dirs(root):
+            self.logger.info("removed TLS files of an ended job: %s", stale)
+        self._job_dir = write_job_dir(root, contact)
+
     def _announce_addresses(self, contact: ClusterContact) -> None:
         assert self._scheduler is not None
-        self.logger.info("scheduler at %s (%s)", contact.address, self.plan.exchange)
+        where = self.plan.exchange
+        if self.plan.exchange == "scheduler-file":
+            where = f"scheduler-file {self.options.scheduler_file}"
+        self.logger.info("scheduler at %s (%s)", contact.address, where)
         self.logger.info("dashboard: %s", self._dashboard_link())
-        if contact.tls_key_pem is not None:
-            root = self.options.job_dir or Path.home() / ".polars-hpc" / "jobs"
-            for stale in remove_stale_job_dirs(root):
-                self.logger.info("removed TLS files of an ended job: %s", stale)
-            self._job_dir = write_job_dir(root, contact)
+        if self._job_dir is not None:
             self.logger.info("TLS files for clients outside the job: %s", self._job_dir)
         else:
             self.logger.warning(
@@ -319,7 +333,7 @@ class RankRun:
 
         return read_scheduler_file(
             self.options.scheduler_file, is_current=is_current, timeout_s=timeout_s
-        )
+        ).with_key_loaded()
 
     # every rank --------------------------------------------------------------------------
 
@@ -383,6 +397,9 @@ class RankRun:
         """
         if self._rendezvous is not None:
             self._rendezvous.close()
+        if self._scheduler_file_contact is not None:
+            assert self.options.scheduler_file is not None
+            remove_scheduler_file(self.options.scheduler_file, self._scheduler_file_contact)
         remove_job_dir(self._job_dir)
         if self._loop is None:
             return

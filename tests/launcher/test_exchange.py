@@ -13,6 +13,7 @@ from launcher.exchange import (
     RendezvousServer,
     fetch_from_rendezvous,
     read_scheduler_file,
+    remove_scheduler_file,
     write_scheduler_file,
 )
 from launcher.security import new_tls_key_pair
@@ -93,3 +94,28 @@ def test_rendezvous_port_taken_falls_to_the_next_candidate():
         second.close()
     finally:
         first.close()
+
+
+def test_a_scheduler_file_names_the_key_file_and_a_missing_one_is_named(tmp_path):
+    with_key = contact("77.0", tls=True)
+    key_file = tmp_path / "job" / "key.pem"
+    written = with_key.without_key(key_file)
+    write_scheduler_file(tmp_path / "scheduler.json", written)
+    assert "PRIVATE KEY" not in (tmp_path / "scheduler.json").read_text()
+    read = read_scheduler_file(tmp_path / "scheduler.json", is_current=lambda c: True, timeout_s=1)
+    with pytest.raises(OSError, match=f"names its TLS key at {key_file}, which this host cannot"):
+        read.with_key_loaded()
+    key_file.parent.mkdir()
+    key_file.write_text(with_key.tls_key_pem)
+    assert read.with_key_loaded().tls_key_pem == with_key.tls_key_pem
+
+
+def test_only_the_jobs_own_scheduler_file_is_removed(tmp_path):
+    path = tmp_path / "scheduler.json"
+    ours, later = contact("77.0"), contact("78.0")
+    write_scheduler_file(path, later)
+    assert not remove_scheduler_file(path, ours)
+    assert path.exists()
+    write_scheduler_file(path, ours)
+    assert remove_scheduler_file(path, ours)
+    assert not path.exists()

@@ -175,3 +175,38 @@ def test_a_second_job_on_the_node_gets_no_port_warning(
     assert "already in use" not in done.stderr, done.stderr
     assert f"dashboard: {dashboard}" in done.stderr
     assert f":{dashboard_port_taken}/" not in done.stderr
+
+
+WATCHING_SCRIPT = """\
+import json
+import stat
+import sys
+from pathlib import Path
+
+from distributed import Client
+
+record = json.loads(Path(sys.argv[1]).read_text())
+with Client() as client:
+    workers = len(client.scheduler_info()["workers"])
+print(f"workers={workers} key in file={'PRIVATE KEY' in json.dumps(record)}", flush=True)
+key_file = Path(record["tls_key_file"])
+print(f"key file mode={oct(stat.S_IMODE(key_file.stat().st_mode))} at {key_file}", flush=True)
+"""
+
+
+def test_scheduler_file_holds_no_key_and_ends_with_the_job(slurm, job_dir, tools):
+    """The ranks read the key from the private job directory; nothing of it outlives the job."""
+    (job_dir / "watch.py").write_text(WATCHING_SCRIPT)
+    scheduler_file, jobs = job_dir / "shared" / "sched.json", job_dir / "jobs"
+    launcher = tools.launcher_command(
+        "--scheduler-file", str(scheduler_file), "--job-dir", str(jobs), "watch.py"
+    )
+    done = slurm.run(["srun", "-n", "2", *launcher, str(scheduler_file)], cwd=job_dir)
+    assert done.returncode == 0, done.stderr
+    assert "workers=2 key in file=False" in done.stdout, done.stdout
+    key_file = Path(done.stdout.split(" at ")[-1].strip())
+    assert "key file mode=0o600" in done.stdout
+    assert key_file.parent.parent == jobs
+    assert f"(scheduler-file {scheduler_file})" in done.stderr
+    assert not scheduler_file.exists(), "the scheduler file outlived the job"
+    assert list(jobs.iterdir()) == [], "the job's TLS key outlived the job"
