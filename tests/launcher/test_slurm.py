@@ -72,7 +72,7 @@ def test_sbatch_of_a_rendered_template_completes(slurm, job_dir):
         cpus_per_task=1,
         time="00:05:00",
         python=sys.executable,
-        launcher_args=("--no-dashboard",),
+        launcher_args=("--no-dashboard", "--scheduler-file", "sched-%j.json"),
     )
     (job_dir / "job.sbatch").write_text(render_sbatch(job))
     submitted = slurm.run(["sbatch", "--parsable", "job.sbatch"], cwd=job_dir)
@@ -83,6 +83,7 @@ def test_sbatch_of_a_rendered_template_completes(slurm, job_dir):
     assert fields["JobState"] == "COMPLETED", log
     assert fields["ExitCode"] == "0:0"
     assert "nranks=2 total=499500" in log
+    assert f"(scheduler-file sched-{job_id}.json)" in log  # %j expanded as in --output
 
 
 def _start_sleeping_job(slurm, job_dir: Path, tools, ntasks: int) -> tuple[subprocess.Popen, str]:
