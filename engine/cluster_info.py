@@ -103,9 +103,28 @@ def _polars_threads(binding: Mapping[str, Any]) -> int | None:
     return int(size) if size else None
 
 
+def _binding_as_reported(binding: Mapping[str, Any]) -> dict[str, Any]:
+    """The binding record with its planned pool size named as a plan, never as the pool.
+
+    The plan's ``polars_threads`` is the size of the CPU set it binds to: 0 for a worker it
+    leaves alone (a CPU worker). Reported next to the worker's real ``polars_threads`` it read
+    as a contradiction (0 beside 2), so it is ``planned_polars_threads`` here, ``None`` when the
+    binding planned no CPU set.
+
+    >>> _binding_as_reported({"cpus": [], "polars_threads": 0, "skip": "a CPU worker"})
+    {'cpus': [], 'skip': 'a CPU worker', 'planned_polars_threads': None}
+    >>> _binding_as_reported({"cpus": [4, 5], "polars_threads": 2})["planned_polars_threads"]
+    2
+    """
+    reported = {key: value for key, value in binding.items() if key != "polars_threads"}
+    if "polars_threads" in binding:
+        reported["planned_polars_threads"] = binding["polars_threads"] or None
+    return reported
+
+
 def describe_this_worker(dask_worker: Any) -> dict[str, Any]:
     """Run on a worker (``client.run``): its placement as plain data; rank is filled in later."""
-    binding = dict(getattr(dask_worker, "polars_hpc_binding", {}) or {})
+    binding = _binding_as_reported(getattr(dask_worker, "polars_hpc_binding", {}) or {})
     return {
         "hostname": socket.gethostname(),
         "pid": os.getpid(),

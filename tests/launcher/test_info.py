@@ -77,3 +77,21 @@ def test_local_worker_count_needs_no_address(dask_client_of_size, capsys):
     address = dask_client_of_size(2).scheduler.address
     assert main(["--scheduler-address", address, "--n-workers", "2"]) == 2
     assert "--n-workers applies to a local cluster" in capsys.readouterr().err
+
+
+def test_json_never_shows_two_different_polars_thread_counts():
+    """A CPU worker's binding plans no CPU set; its 0 read as the pool size beside the real 2."""
+    done = subprocess.run(
+        [sys.executable, "-m", "launcher.info", "--n-workers", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+        env={**os.environ, "UCX_WARN_UNUSED_ENV_VARS": "n"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(done.stdout)
+    assert record["polars_threads"] >= 1
+    assert "polars_threads" not in record["binding"], record["binding"]
+    assert record["binding"]["planned_polars_threads"] in (None, record["polars_threads"])
