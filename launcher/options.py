@@ -48,7 +48,8 @@ class LaunchOptions:
     scheduler_file: Path | None = None
     """Exchange the scheduler address through this file (a shared filesystem) instead."""
     dashboard_port: int | None = 8787
-    """Port of the scheduler's dashboard (a free one if taken); ``None``: no dashboard."""
+    """Port of the scheduler's dashboard (a free one if taken, or without bokeh);
+    ``None``: no dashboard."""
     worker_timeout_s: float = 120.0
     """Seconds rank 0 waits for every worker to join before it gives up, naming the missing."""
     memory_limit_bytes: int | None = None
@@ -138,9 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="exchange the scheduler address through this file (needs a shared filesystem)",
     )
     parser.add_argument(
-        "--dashboard-port", type=int, default=8787, help="dashboard port (default 8787)"
+        "--dashboard-port",
+        type=int,
+        default=8787,
+        help="dashboard port (default 8787; a free one when it is taken, 0 always a free one)",
     )
-    parser.add_argument("--no-dashboard", action="store_true", help="start no dashboard")
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="start no dashboard (the scheduler's HTTP server then takes any free port)",
+    )
     parser.add_argument(
         "--worker-timeout",
         type=float,

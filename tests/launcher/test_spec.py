@@ -150,3 +150,12 @@ def test_ucxx_without_its_package_names_the_fix():
     options = LaunchOptions(protocol="ucxx", insecure=True)
     with pytest.raises(ValueError, match="pip install distributed-ucxx-cu12"):
         plan_job(detect_rank_info(SLURM_STEP), options, facts(SLURM_STEP))
+
+
+def test_every_command_line_option_has_a_description():
+    from launcher.info import build_parser as info_parser
+    from launcher.options import build_parser as run_parser
+
+    for parser in (run_parser(), info_parser()):
+        for action in parser._actions:
+            assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help"
