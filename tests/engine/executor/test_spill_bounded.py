@@ -12,6 +12,7 @@ import sys
 import cloudpickle
 import polars as pl
 import pytest
+from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
 from engine.comm import open_communicators
@@ -24,6 +25,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 BUDGET = 256 * 1024
 MESSAGE = 32 * 1024
+MIB = 1024 * 1024
 
 
 def _run_rank(
@@ -115,3 +117,56 @@ def test_without_a_budget_nothing_spills(dask_client_of_size):
         assert policy.spilled_bytes == 0
         assert all(record["bytes_spilled"] == 0 for record in records)
         assert len(policy.exchanges) == 1
+
+
+PEER_MIB = 128
+"""Each rank sends this much to its peer (and as much to itself): 256 MiB per rank in all."""
+
+
+def test_a_budget_bounds_the_workers_peak_memory_not_just_its_counter():
+    """The process's own peak (``VmHWM``), not ``SpillPolicy``'s count, stays below the data.
+
+    ``benchmarks.shuffle_memory.shuffle_rank`` resets the peak just before one shuffle and
+    reads it after. A fresh cluster: a used worker's allocator hides a peak. The budgeted
+    shuffle runs first; then the same shuffle without a budget shows that the measurement
+    sees received data (it rises by at least what came from the peer).
+    """
+    from benchmarks.shuffle_memory import shuffle_rank
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            memory_limit=0,
+            env={"POLARS_MAX_THREADS": "1"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        group = open_communicators(client, transport="tcp", timeout_s=60)
+        try:
+            rises = {}
+            for budget, tag in ((2 * MIB, 0), (None, 10)):
+                futures = [
+                    client.submit(
+                        shuffle_rank,
+                        group.comm_id,
+                        2 * PEER_MIB,
+                        budget,
+                        tag,
+                        workers=[w],
+                        pure=False,  # one task per rank: equal arguments, distinct keys
+                    )
+                    for w in group.worker_addresses
+                ]
+                rows = client.gather(futures)
+                rises[budget] = [row["peak_rise_mib"] for row in rows]
+        finally:
+            group.close()
+    bounded, unbounded = rises[2 * MIB], rises[None]
+    report = f"peak RSS rise per rank: {bounded} MiB with a 2 MiB budget, {unbounded} MiB without"
+    assert all(rise >= PEER_MIB for rise in unbounded), report
+    assert all(rise < PEER_MIB for rise in bounded), report  # it did not hold what came in
+    assert max(bounded) < 0.5 * min(unbounded), report
