@@ -288,7 +288,9 @@ class RankExecutor:
             aggs.append(pl.col(_SEQ).min())
         rows = concat_frames(received).lazy()
         query = rows.group_by(keys).agg(aggs) if keys else rows.select(aggs)
-        return self.runner.collect(query)
+        result = self.runner.collect(query)
+        no_rows = not any(frame.height for frame in received)
+        return result.clear() if keys and no_rows else result  # a literal key makes a group
 
     def _order_by_first_appearance(self, result: pl.DataFrame | None) -> pl.DataFrame | None:
         """Groups in order of first appearance: gather to rank 0, sort by first row number."""

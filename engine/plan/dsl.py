@@ -277,12 +277,25 @@ def expand_selectors(exprs: list[Any], schema: pl.Schema) -> list[Any] | None:
         if not selectors:
             expanded.append(expr)
             continue
-        if len(selectors) > 1:
+        frame = pl.LazyFrame(schema=schema)
+        outputs = frame.select(expr_from_json(json.dumps(expr))).collect_schema().names()
+        if len(selectors) > 1 and len(outputs) > 1:
             return None
+        if len(selectors) > 1:
+            expanded.append(expr)
+            continue
         (selector,) = selectors
-        picked = pl.LazyFrame(schema=schema).select(expr_from_json(selector))
-        for name in picked.collect_schema().names():
-            expanded.append(_replace_subtree(expr, json.loads(selector), {"Column": name}))
+        columns = frame.select(expr_from_json(selector)).collect_schema().names()
+        if len(outputs) == 1 and len(columns) != 1:  # one output of many (mean_horizontal)
+            expanded.append(expr)
+            continue
+        one_each = [_replace_subtree(expr, json.loads(selector), {"Column": c}) for c in columns]
+        names = [
+            frame.select(expr_from_json(json.dumps(e))).collect_schema().names() for e in one_each
+        ]
+        if [n for ns in names for n in ns] != outputs:
+            return None
+        expanded.extend(one_each)
     return expanded
 
 
@@ -524,8 +537,10 @@ def _decompose(expr: Any, prefix: str, parts: list[AggPart]) -> Any | None:
         parts.append(AggPart(json.dumps({"Alias": [e, name]}), combine, name))
         return {"Column": name}
 
-    if expr == "Len":
-        return part("Len", "sum")
+    if expr == "Len":  # summed wide, so a total past polars' index type fails its cast
+        return part(
+            {"Cast": {"expr": "Len", "dtype": {"Literal": "UInt64"}, "options": "Strict"}}, "sum"
+        )
     if not isinstance(expr, dict) or len(expr) != 1:
         return None
     kind, body = next(iter(expr.items()))

@@ -52,6 +52,32 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         lambda: pl.LazyFrame({"a": [1, 2, 3]}).group_by(pl.lit("x")).agg(pl.col("a").max()),
         False,
     ),
+    "group_by(lit, maintain_order) of a non-decomposable aggregation": (
+        lambda: (
+            pl.LazyFrame({"a": [1, 2, 3]})
+            .group_by(pl.lit(42), maintain_order=True)
+            .agg(pl.col("a").implode())
+        ),
+        True,
+    ),
+    "agg(pl.all().first()) expands to one output per column": (
+        lambda: (
+            pl.LazyFrame({"g": [1, 1, 2], "a": [5, 4, 3], "b": ["x", "y", "z"]})
+            .group_by("g")
+            .agg(pl.all().first())
+        ),
+        False,
+    ),
+    "sort by a multi-column expression": (
+        lambda: pl.LazyFrame({"a": [2, 1, 2, 1], "b": [4, 3, 2, 1]}).sort(pl.col("a", "b")),
+        True,
+    ),
+    "a selector feeding one horizontal output": (
+        lambda: pl.LazyFrame({"a": [1, 2, None], "b": [None, 4, None]}).select(
+            pl.mean_horizontal(pl.all()).alias("m")
+        ),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
