@@ -48,6 +48,8 @@ Part = pl.DataFrame | str
 _SEQ: Final = WINDOW_SEQ
 _SEQ_RANK_SHIFT: Final = 40
 _ROWS: Final = "__polars_hpc_rows"
+_MAX_ROWS: Final = 2**32 - 1
+"""Most rows a frame can hold with polars' 32-bit index (larger slice bounds overflow)."""
 """Rows behind each partial of an aggregation without keys."""
 _COMBINE: Final[dict[str, Callable[[pl.Expr], pl.Expr]]] = {
     "sum": pl.Expr.sum,
@@ -300,7 +302,7 @@ class RankExecutor:
         return concat_frames(gathered).sort(_SEQ).drop(_SEQ)
 
     def _slice(self, node: Slice) -> Iterator[Part]:
-        wanted = None if node.offset < 0 else node.offset + (node.length or 0)
+        wanted = None if node.offset < 0 else min(node.offset + (node.length or 0), _MAX_ROWS)
         frames: list[pl.DataFrame] = []
         rows = 0
         for part in self.stream(node.input):

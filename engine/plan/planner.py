@@ -279,6 +279,9 @@ class _Planner:
     def slice(self, node: dsl.Node) -> PlanNode:
         (child,) = dsl.node_inputs(node) or []
         offset, length = dsl.slice_bounds(node)
+        # No frame has more rows than polars' index type holds: larger bounds overflow later.
+        offset = max(-_MAX_SLICE_LEN, min(offset, _MAX_SLICE_LEN))
+        length = min(length, _MAX_SLICE_LEN)
         schema = dsl.lazyframe_from_dsl(node).collect_schema()
         child = dsl.with_expanded_selectors(child) or child
         is_sort = dsl.node_kind(child) == "Sort" and dsl.sort_parts(child) is not None
