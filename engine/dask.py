@@ -127,7 +127,11 @@ class DaskEngine(pl.Engine):
         try:
             self._client = dask_client or self._connect(n_workers)
             # Bind before the communicator opens, so its threads inherit the CPU set.
-            self.bindings = bind_workers(self._client, self.options.hardware_binding)
+            self.bindings = bind_workers(
+                self._client,
+                self.options.hardware_binding,
+                polars_threads=self.options.num_streaming_threads,
+            )
             # One communicator per worker for the engine's lifetime; every query reuses it.
             self._comm = open_communicators(
                 self._client,
@@ -169,7 +173,8 @@ class DaskEngine(pl.Engine):
                     stacklevel=4,
                 )
             return client
-        self._cluster = start_local_cluster(plan_this_host(n_workers))
+        threads = self.options.num_streaming_threads
+        self._cluster = start_local_cluster(plan_this_host(n_workers, polars_threads=threads))
         return Client(self._cluster)
 
     @property

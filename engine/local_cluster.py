@@ -59,13 +59,20 @@ def plan_local_cluster(
     nvml_count: int,
     available_cpus: int,
     total_memory_bytes: int,
+    polars_threads: int | None = None,
 ) -> LocalClusterPlan:
-    """Decide the worker count, GPUs and per-worker memory.
+    """Decide the worker count, GPUs, per-worker memory and polars threads.
+
+    ``polars_threads`` is ``StreamingOptions.num_streaming_threads``; ``None`` shares the
+    available CPUs out between the workers.
 
     >>> plan = plan_local_cluster({}, n_workers=None, nvml_count=0, available_cpus=2,
     ...                           total_memory_bytes=8 << 30)
-    >>> plan.n_workers, plan.gpu_ids, plan.memory_limit_bytes
-    (2, (), 4294967296)
+    >>> plan.n_workers, plan.gpu_ids, plan.memory_limit_bytes, plan.threads_per_worker_pool
+    (2, (), 4294967296, 1)
+    >>> plan_local_cluster({}, n_workers=None, nvml_count=0, available_cpus=2,
+    ...                    total_memory_bytes=8 << 30, polars_threads=8).threads_per_worker_pool
+    8
     >>> plan_local_cluster({"CUDA_VISIBLE_DEVICES": "1,3"}, n_workers=None, nvml_count=4,
     ...                    available_cpus=32, total_memory_bytes=8 << 30).gpu_ids
     ('1', '3')
@@ -99,11 +106,11 @@ def plan_local_cluster(
         n_workers=n_workers,
         gpu_ids=gpu_ids[:n_workers],
         memory_limit_bytes=total_memory_bytes // n_workers,
-        threads_per_worker_pool=max(1, available_cpus // n_workers),
+        threads_per_worker_pool=polars_threads or max(1, available_cpus // n_workers),
     )
 
 
-def plan_this_host(n_workers: int | None) -> LocalClusterPlan:
+def plan_this_host(n_workers: int | None, polars_threads: int | None = None) -> LocalClusterPlan:
     """:func:`plan_local_cluster` for the machine this process runs on."""
     return plan_local_cluster(
         os.environ,
@@ -111,6 +118,7 @@ def plan_this_host(n_workers: int | None) -> LocalClusterPlan:
         nvml_count=nvml_device_count(),
         available_cpus=len(os.sched_getaffinity(0)),
         total_memory_bytes=psutil.virtual_memory().total,
+        polars_threads=polars_threads,
     )
 
 

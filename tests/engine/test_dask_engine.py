@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import polars as pl
 import psutil
 import pytest
-from distributed import Client
+from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
 from engine.dask import DaskEngine
@@ -41,12 +42,52 @@ def test_default_engine_runs_the_user_guide_query(orders):
 
 
 def test_from_options(orders):
+    """The user guide's example; ``num_streaming_threads`` sizes each worker's polars pool."""
     opts = StreamingOptions(num_streaming_threads=8, fallback_mode="silent")
     with DaskEngine.from_options(opts, n_workers=1) as engine:
         assert engine.options.num_streaming_threads == 8
         assert engine.options.fallback_mode == "silent"
         result = pl.scan_parquet(orders).collect(engine=engine)
+        pools = engine.client.run(pl.thread_pool_size)
     assert_frame_equal(result, pl.scan_parquet(orders).collect())
+    assert list(pools.values()) == [8], pools
+
+
+def _polars_max_threads() -> str | None:
+    """The worker's own variable (``client.run(os.environ.get, ...)`` ships the client's)."""
+    return os.environ.get("POLARS_MAX_THREADS")
+
+
+def test_num_streaming_threads_sizes_the_pools_of_a_given_cluster():
+    """Workers that have not run polars yet get a pool of exactly that size, bound or not."""
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            memory_limit="1GiB",
+        ) as cluster,
+        Client(cluster) as client,
+        DaskEngine(dask_client=client, engine_options={"num_streaming_threads": 3}) as engine,
+    ):
+        assert pl.LazyFrame({"a": [1, 2]}).select(pl.sum("a")).collect(engine=engine).item() == 3
+        pools = client.run(pl.thread_pool_size)
+        variables = client.run(_polars_max_threads)
+    assert list(pools.values()) == [3, 3], pools
+    assert list(variables.values()) == ["3", "3"], variables
+
+
+def test_num_streaming_threads_a_running_pool_cannot_take_is_refused(dask_client_of_size):
+    """polars sizes its pool once: a worker whose pool already runs says so and names the fix."""
+    client = dask_client_of_size(1)
+    before = client.run(pl.thread_pool_size)  # the pool runs now, at the cluster's 1 thread
+    with pytest.raises(ValueError, match=r"num_streaming_threads=3 cannot take effect") as error:
+        DaskEngine(dask_client=client, engine_options={"num_streaming_threads": 3})
+    assert "POLARS_MAX_THREADS=3" in str(error.value)
+    assert client.run(pl.thread_pool_size) == before
+    assert set(client.run(_polars_max_threads).values()) == {"1"}
 
 
 def test_bring_your_own_client_is_left_alone(dask_client_of_size, orders):
