@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import numpy as np
 
-from engine.comm.base import QueryAbortedError
+from engine.comm.base import PeerFailedError, QueryAbortedError
 from engine.comm.bootstrap import communicator_for
 
 
@@ -103,12 +104,20 @@ def run_failing_query(comm_id: str, scope_id: int, failing_rank: int) -> str:
 
 
 def run_alltoall_loop(comm_id: str, nbytes: int, started_event: str) -> None:
-    """Alltoall until a peer fails; signal the client once data is flowing."""
+    """Alltoall until a peer fails; signal the client once data is flowing.
+
+    The error carries ``raised_at``, this rank's ``time.time()`` when the communicator raised:
+    tests time the detection itself, not its trip through the scheduler to the client.
+    """
     from distributed import Event
 
     comm = communicator_for(comm_id)
     payloads = [b"\1" * nbytes] * comm.nranks
     comm.alltoall(0, payloads)
     Event(started_event).set()
-    while True:
-        comm.alltoall(0, payloads)
+    try:
+        while True:
+            comm.alltoall(0, payloads)
+    except PeerFailedError as error:
+        error.raised_at = time.time()  # type: ignore[attr-defined]
+        raise
