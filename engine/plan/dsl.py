@@ -451,6 +451,10 @@ def is_elementwise(expr: Any) -> bool:
         return is_elementwise(body["left"]) and is_elementwise(body["right"])
     if kind == "Cast":
         return is_elementwise(body["expr"])
+    if kind == "Eval":  # list.eval / arr.eval work inside each row's list; cumulative_eval not
+        variant = body["variant"]
+        per_row = variant == "List" or (isinstance(variant, dict) and "Array" in variant)
+        return per_row and is_elementwise(body["expr"])
     if kind == "Ternary":
         return all(is_elementwise(body[k]) for k in ("predicate", "truthy", "falsy"))
     if kind == "AnonymousFunction":

@@ -40,7 +40,8 @@ from engine.plan.pruning import prune_columns
 __all__ = ["plan_lazyframe", "plan_query"]
 
 _FILE_FORMATS: Final = frozenset({"parquet", "csv", "ipc", "ndjson"})
-_ROW_WISE_MAP_FUNCTIONS: Final = frozenset({"Rename", "Explode", "Unnest", "FillNan"})
+_ROW_WISE_MAP_FUNCTIONS: Final = frozenset({"Rename", "Explode", "Unnest", "FillNan", "Hint"})
+"""Hint (``set_sorted``) only marks sortedness, which holds for every rank's contiguous share."""
 _TEMP: Final = "__polars_hpc_p"
 _MAX_SLICE_LEN: Final = 2**32 - 1
 WINDOW_SEQ: Final = "__polars_hpc_seq"

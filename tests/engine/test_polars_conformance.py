@@ -78,6 +78,22 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         ),
         True,
     ),
+    "list.eval runs per row": (
+        lambda: pl.LazyFrame({"a": [[1, 2], [3], []]}).select(
+            pl.col("a").list.eval(pl.element() * 2)
+        ),
+        True,
+    ),
+    "cumulative_eval needs earlier rows": (
+        lambda: pl.LazyFrame({"a": [1, 2, 3, 4]}).select(
+            pl.col("a").cumulative_eval(pl.element().sum())
+        ),
+        True,
+    ),
+    "set_sorted is a hint": (
+        lambda: pl.LazyFrame({"a": [1, 2, 3, 4]}).set_sorted("a").filter(pl.col("a") > 1),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
