@@ -193,6 +193,7 @@ def test_a_failing_rank_fails_the_query_fast_with_its_own_error(engine_of):
     start = time.monotonic()
     with pytest.raises(pl.exceptions.InvalidOperationError, match="x"):
         query.collect(engine=engine)
-    assert time.monotonic() - start < 60
+    failed_s = time.monotonic() - start
+    assert failed_s < 60, f"the query failed after {failed_s:.1f} s (comm_timeout_s=120)"
     ok = pl.LazyFrame({"a": [1, 2]}).group_by("a").agg(pl.len())
     assert_frame_equal(ok.collect(engine=engine), ok.collect(), check_row_order=False)
