@@ -513,12 +513,17 @@ _COMBINE_OF: Final[dict[str, str]] = {
 _SCALAR_WRAPPERS: Final = frozenset({"Alias", "BinaryExpr", "Cast", "Ternary", "Function"})
 
 
-def decompose_agg(expr: Any, temp_prefix: str) -> DecomposedAgg | None:
+def decompose_agg(
+    expr: Any, temp_prefix: str, position_column: str | None = None
+) -> DecomposedAgg | None:
     """Split an aggregation expression into partials, or ``None`` when it does not decompose.
 
     Decomposes ``len``, ``sum``, ``count``, ``min``, ``max``, ``first``, ``last`` and ``mean``
     (as sum and count) of elementwise inputs, and elementwise expressions over those
     (``sum(a) / len() * 100``); anything else is aggregated once, after a shuffle.
+    With ``position_column`` (each row's global position, from a row index below) also
+    ``index_of``: each partition finds its first match and reports that row's position; the
+    smallest position wins.
 
     >>> len(decompose_agg({"Agg": {"Sum": {"Column": "a"}}}, "_p0").parts)
     1
@@ -526,14 +531,16 @@ def decompose_agg(expr: Any, temp_prefix: str) -> DecomposedAgg | None:
     True
     """
     parts: list[AggPart] = []
-    final = _decompose(expr, temp_prefix, parts)
+    final = _decompose(expr, temp_prefix, parts, position_column)
     if final is None or not parts:
         return None
     has_mean = any(p.name.endswith("_mean_sum") for p in parts)
     return DecomposedAgg(tuple(parts), json.dumps(final), has_mean)
 
 
-def _decompose(expr: Any, prefix: str, parts: list[AggPart]) -> Any | None:
+def _decompose(
+    expr: Any, prefix: str, parts: list[AggPart], position_column: str | None = None
+) -> Any | None:
     """The finishing expression of ``expr`` (appending its partials to ``parts``), or None."""
 
     def part(e: Any, combine: str, role: str = "") -> dict[str, str]:
@@ -554,9 +561,31 @@ def _decompose(expr: Any, prefix: str, parts: list[AggPart]) -> Any | None:
         return expr if "Series" not in body else None
     if kind not in _SCALAR_WRAPPERS:
         return None
+    if kind == "Function" and body["function"] == "IndexOf" and position_column is not None:
+        searched, value = body["input"]
+        if not is_elementwise(searched) or references_columns(value):
+            return None
+        local_row = pl.int_range(pl.len()).meta.serialize(format="json")
+        found = {"BinaryExpr": {"left": json.loads(local_row), "op": "Eq", "right": expr}}
+        at = {"Filter": {"input": {"Column": position_column}, "by": found}}
+        return part({"Agg": {"First": at}}, "min")
     if kind == "Function" and not _function_is_elementwise(body):
         return None
-    return _map_children(expr, lambda child: _decompose(child, prefix, parts))
+    return _map_children(expr, lambda child: _decompose(child, prefix, parts, position_column))
+
+
+def uses_index_of(exprs: list[Any]) -> bool:
+    """Whether an expression calls ``index_of`` (its partials need each row's position)."""
+    return any(
+        isinstance(e, dict) and e.get("Function", {}).get("function") == "IndexOf"
+        for expr in exprs
+        for e in walk_exprs(expr)
+    )
+
+
+def row_index_node(node: Node, name: str) -> Node:
+    """``node.with_row_index(name)`` as a DSL node."""
+    return {"MapFunction": {"input": node, "function": {"RowIndex": {"name": name, "offset": 0}}}}
 
 
 def _decompose_agg_node(

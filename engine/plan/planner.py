@@ -44,6 +44,8 @@ _ROW_WISE_MAP_FUNCTIONS: Final = frozenset({"Rename", "Explode", "Unnest", "Fill
 """Hint (``set_sorted``) only marks sortedness, which holds for every rank's contiguous share."""
 _TEMP: Final = "__polars_hpc_p"
 _MAX_SLICE_LEN: Final = 2**32 - 1
+_POSITION: Final = "__polars_hpc_position"
+"""Row index column below an ``index_of`` aggregation: each row's global position."""
 WINDOW_SEQ: Final = "__polars_hpc_seq"
 """Column that carries each row's global position through a window's shuffle."""
 DEFAULT_BROADCAST_LIMIT: Final = 32 * 1024 * 1024
@@ -238,10 +240,17 @@ class _Planner:
         if dsl.node_kind(node) != "Select":
             return None
         exprs = dsl.select_exprs(node)
-        parts = [dsl.decompose_agg(e, f"{_TEMP}{i}") for i, e in enumerate(exprs)]
+        position = None
+        if dsl.uses_index_of(exprs):
+            (child,) = dsl.node_inputs(node) or []
+            position = _POSITION
+            node = dsl.with_inputs(node, [dsl.row_index_node(child, position)])
+        parts = [dsl.decompose_agg(e, f"{_TEMP}{i}", position) for i, e in enumerate(exprs)]
         if any(p is None for p in parts):
             return None
-        return self.aggregate(node, keys=[], aggs=exprs, maintain_order=False)
+        return self.aggregate(
+            node, keys=[], aggs=exprs, maintain_order=False, position_column=position
+        )
 
     def group_by(self, node: dsl.Node) -> PlanNode | None:
         parts = dsl.group_by_parts(node)
@@ -253,13 +262,19 @@ class _Planner:
         return self.aggregate(node, keys=keys, aggs=aggs, maintain_order=maintain_order)
 
     def aggregate(
-        self, node: dsl.Node, *, keys: list[Any], aggs: list[Any], maintain_order: bool
+        self,
+        node: dsl.Node,
+        *,
+        keys: list[Any],
+        aggs: list[Any],
+        maintain_order: bool,
+        position_column: str | None = None,
     ) -> PlanNode | None:
         (child,) = dsl.node_inputs(node) or []
         input_schema = dsl.lazyframe_from_dsl(child).collect_schema()
         output_schema = dsl.lazyframe_from_dsl(node).collect_schema()
         key_names = tuple(output_schema.names()[: len(output_schema) - len(aggs)])
-        outputs = _decompose_all(aggs, output_schema, len(key_names))
+        outputs = _decompose_all(aggs, output_schema, len(key_names), position_column)
         needed = _needed_columns([*keys, *aggs])
         if outputs is None and needed is None:
             return None
@@ -428,7 +443,7 @@ def _is_row_wise(node: dsl.Node) -> bool:
 
 
 def _decompose_all(
-    aggs: list[Any], output_schema: pl.Schema, n_keys: int
+    aggs: list[Any], output_schema: pl.Schema, n_keys: int, position_column: str | None = None
 ) -> tuple[AggregateOutput, ...] | None:
     """Partial/final split of every aggregation, or ``None`` if any one does not decompose."""
     names = output_schema.names()[n_keys:]
@@ -436,7 +451,7 @@ def _decompose_all(
         return None
     outputs = []
     for index, (agg, name) in enumerate(zip(aggs, names, strict=True)):
-        parts = dsl.decompose_agg(agg, f"{_TEMP}{index}")
+        parts = dsl.decompose_agg(agg, f"{_TEMP}{index}", position_column)
         if parts is None:
             return None
         if parts.has_mean and not output_schema[name].is_float():

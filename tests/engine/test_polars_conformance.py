@@ -94,6 +94,14 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         lambda: pl.LazyFrame({"a": [1, 2, 3, 4]}).set_sorted("a").filter(pl.col("a") > 1),
         True,
     ),
+    "index_of is the first global position": (
+        lambda: (
+            pl.LazyFrame({"a": [5, 6, 7, 5, 7, None]})
+            .filter(pl.col("a") != 6)
+            .select(pl.col("a").index_of(7), missing=pl.col("a").index_of(None), n=pl.len())
+        ),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
