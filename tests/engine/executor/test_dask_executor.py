@@ -100,7 +100,9 @@ def test_sinks_write_one_part_per_rank_partition(engine_of, orders, tmp_path, fi
     lf = orders.filter(pl.col("amount") >= 0)
     getattr(lf, f"sink_{file_format}")(target, engine=engine)
     parts = sorted(p.name for p in target.iterdir())
-    per_rank = {r["rank"]: r["parts"] for r in engine.last_query_stats.records if r["stage"] == 0}
+    records = engine.last_query_stats.records
+    per_rank = {r["rank"]: r["parts"] for r in records if r["stage"] == 0}
+    assert set(per_rank) == {0, 1}, records  # both ranks ran the root stage
     extension = SINK_EXTENSIONS[file_format]
     expected = [f"part.{rank}.{i}.{extension}" for rank in (0, 1) for i in range(per_rank[rank])]
     assert parts == sorted(expected), per_rank
