@@ -58,11 +58,10 @@ def _bind_this_worker(
     record = apply_on_worker(dask_worker, plans, policy)
     if not record["applied"] or not policy.cpu:
         return record
-    import polars as pl
-
-    if polars_threads is not None:
+    if polars_threads is not None:  # before polars is imported: the import fixes the size
         os.environ["POLARS_MAX_THREADS"] = str(polars_threads)
         record["polars_threads"] = polars_threads
+    import polars as pl
 
     record["polars_threads_actual"] = pl.thread_pool_size()
     if record["polars_threads_actual"] != record["polars_threads"]:
@@ -109,9 +108,10 @@ class RebindOnRestart(WorkerPlugin):
 def start_polars_pool(dask_worker: Any, threads: int) -> int:
     """Run on a worker: start polars' thread pool with ``threads`` threads; return its size.
 
-    polars sizes its pool once per process, from ``POLARS_MAX_THREADS``, when something first
-    uses it. A pool already running at another size cannot change: that raises ``ValueError``
-    naming the fix, and the variable is put back so it does not claim a size the pool lacks.
+    polars sizes its pool once per process, from ``POLARS_MAX_THREADS`` as it is when the
+    process first imports polars. A pool sized otherwise cannot change: that raises
+    ``ValueError`` naming the fix, and the variable is put back so it does not claim a size the
+    pool lacks.
     """
     before = os.environ.get("POLARS_MAX_THREADS")
     os.environ["POLARS_MAX_THREADS"] = str(threads)
@@ -127,7 +127,7 @@ def start_polars_pool(dask_worker: Any, threads: int) -> int:
     raise ValueError(
         f"num_streaming_threads={threads} cannot take effect on worker {dask_worker.address}: "
         f"its polars thread pool already runs {actual} threads (polars sizes it once, when the "
-        f"process first uses it). Start the workers with POLARS_MAX_THREADS={threads} (e.g. "
+        f"process first imports polars). Start the workers with POLARS_MAX_THREADS={threads} (e.g. "
         "LocalCluster(env=...) or distributed.nanny.pre-spawn-environ), or restart them "
         "(client.restart()) before creating the DaskEngine, or leave num_streaming_threads unset"
     )

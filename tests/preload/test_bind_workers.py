@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from distributed import Client, LocalCluster, WorkerPlugin
 
@@ -228,3 +229,35 @@ def test_dask_engine_binds_and_reports(unbound: Client) -> None:
         .binding["reason"]
         .startswith("binding failed: CUDA_VISIBLE_DEVICES entry '0' names no GPU of this node")
     )
+
+
+def test_num_streaming_threads_sizes_a_bound_workers_pool(machine: Callable[[str], Path]) -> None:
+    """``polars_threads`` (``num_streaming_threads``) wins over one thread per bound CPU.
+
+    A cluster of its own: the module's workers started their pools in earlier tests.
+    """
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            memory_limit="500MiB",
+            preload_nanny=["preload"],
+            env={"POLARS_HPC_GPU_IDS": "0,1"},
+        ) as cluster,
+        Client(cluster) as fresh,
+    ):
+        records = bind_workers(
+            fresh,
+            HardwareBindingPolicy(),
+            polars_threads=3,
+            sysfs_root=str(machine("dgx_h100")),
+            nvml_recording=DGX_NVML,
+        )
+        pools = fresh.run(pl.thread_pool_size)
+    assert {r["applied"] for r in records.values()} == {True}, records
+    assert [len(r["cpus"]) for r in records.values()] == [1, 1], records
+    threads = [(r["polars_threads"], r["polars_threads_actual"]) for r in records.values()]
+    assert threads == [(3, 3), (3, 3)], records
+    assert list(pools.values()) == [3, 3], pools
