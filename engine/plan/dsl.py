@@ -314,11 +314,13 @@ def _replace_subtree(tree: Any, old: Any, new: Any) -> Any:
 
 
 def with_expanded_selectors(node: Node) -> Node | None:
-    """``node`` (a ``GroupBy``, ``Select`` or ``Sort``) with :func:`expand_selectors` applied.
+    """``node`` (``GroupBy``, ``Select``, ``Sort``, ``Distinct``) with its selectors expanded.
 
     ``None`` when an expression cannot be expanded; the node itself when it has no selector.
     """
     kind = node_kind(node)
+    if kind == "Distinct":
+        return _distinct_with_expanded_subset(node)
     fields = {"GroupBy": ("keys", "aggs"), "Select": ("expr",), "Sort": ("by_column",)}
     if kind not in fields:
         return node
@@ -339,6 +341,24 @@ def with_expanded_selectors(node: Node) -> Node | None:
             return None
         body[name] = expanded
     return {kind: body}
+
+
+def _distinct_with_expanded_subset(node: Node) -> Node | None:
+    """A ``unique(subset=selector)`` with the subset as the columns it selects.
+
+    The executor adds a position column before running polars' ``unique``; a selector such as
+    ``pl.exclude("z")`` would take it into the subset.
+    """
+    body = dict(node_body(node))
+    subset = body["options"].get("subset")
+    if not subset or not any(_is_selector(e) for e in walk_exprs(subset)):
+        return node
+    (child,) = node_inputs(node) or []
+    expanded = expand_selectors(subset, lazyframe_from_dsl(child).collect_schema())
+    if expanded is None:
+        return None
+    body["options"] = {**body["options"], "subset": expanded}
+    return {"Distinct": body}
 
 
 def _exprs(exprs: list[Any]) -> list[pl.Expr]:

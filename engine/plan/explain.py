@@ -101,7 +101,7 @@ STAGE_KINDS: Final[dict[type, StageKind]] = {
         _input,
     ),
     Join: StageKind(
-        lambda n: f"Join {n.how} ({n.strategy})",
+        lambda n: f"Join {n.how} ({n.strategy})" + (f" then {', '.join(n.then)}" if n.then else ""),
         lambda n: _JOIN_EXCHANGES[n.strategy],
         lambda n: (n.left, n.right),
     ),

@@ -133,7 +133,9 @@ class Join:
     """An equi-join (or cross join), run by polars per rank from ``template``.
 
     ``strategy``: ``broadcast_right`` (allgather the right side, stream the left),
-    ``broadcast_left``, or ``shuffle`` (hash both sides on the keys).
+    ``broadcast_left``, or ``shuffle`` (hash both sides on the keys). ``then``: the row-wise
+    operations above the join that run in the same polars query (``template`` holds them),
+    so polars optimizes them with the join as it would in one process.
     """
 
     left: PlanNode
@@ -144,6 +146,7 @@ class Join:
     left_keys: tuple[str, ...] = field(repr=False)
     right_keys: tuple[str, ...] = field(repr=False)
     key_casts: tuple[pl.DataType | None, ...] = field(repr=False)
+    then: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ node and a recorded :class:`Fallback`, so the answer is always polars' answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ class _Planner:
         if isinstance(planned, RowWise):
             template = dsl.fill_leaves(own, [planned.template])
             planned = RowWise(planned.input, template, (*planned.operations, name))
+        elif isinstance(planned, Join):
+            template = dsl.fill_leaves(own, [planned.template])
+            return dataclasses.replace(planned, template=template, then=(*planned.then, name))
         else:
             planned = RowWise(planned, own, (name,))
         self.note_projection(planned, node)

@@ -102,6 +102,24 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         ),
         True,
     ),
+    "unique(subset=selector, keep='last', maintain_order=True)": (
+        lambda: (
+            pl.LazyFrame({"x": ["a", "a"], "y": ["b", "b"], "z": [True, False]})
+            .unique(subset=pl.exclude("z"), maintain_order=True, keep="last")
+            .filter(pl.col("z"))
+        ),
+        True,
+    ),
+    "a filter after a right join on a cast key (polars pushes it into the join)": (
+        lambda: (
+            pl.LazyFrame({"x": [0, 1], "z": [4, 5]})
+            .join(
+                pl.LazyFrame({"y": [2, 3]}).cast(pl.Int32), left_on="x", right_on="y", how="right"
+            )
+            .filter(pl.col("z") >= 6)
+        ),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True

@@ -70,11 +70,10 @@ def test_explain_golden(scan, tmp_path):
             "distributed plan on 2 ranks",
             "  TopK <- exchange: local top-k per rank, merge on rank 0",
             "    Aggregate (partial+final) <- exchange: hash shuffle on ['name']",
-            "      RowWise [Select]",
-            "        Join inner (broadcast_right) <- exchange: allgather the right side",
-            "          RowWise [Select]",
-            f"            ScanSource parquet ['{path}']: 3 rows, split into contiguous row ranges",
-            "          FrameSource #0: 2 rows, split into row ranges",
+            "      Join inner (broadcast_right) then Select <- exchange: allgather the right side",
+            "        RowWise [Select]",
+            f"          ScanSource parquet ['{path}']: 3 rows, split into contiguous row ranges",
+            "        FrameSource #0: 2 rows, split into row ranges",
             "fallbacks: none",
         ]
     )
