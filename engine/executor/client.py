@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,7 @@ from engine.executor.dispatch import (
     present_workers,
     submit_ranks,
 )
+from engine.executor.polars_environ import client_polars_environ
 from engine.executor.rank import PartitionLimits
 from engine.executor.results import concat_result
 from engine.executor.sinks import (
@@ -115,6 +117,7 @@ def _settings(engine: Any, sink: SinkRequest | None = None) -> RankSettings:
         limits=PartitionLimits(options.target_partition_size, options.max_rows_per_partition),
         fragment_engine=options.fragment_engine,
         sink=sink,
+        polars_environ=client_polars_environ(os.environ),
     )
 
 

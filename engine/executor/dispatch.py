@@ -28,6 +28,7 @@ from engine.executor.counting import CountingCommunicator
 from engine.executor.exchange import SpillPolicy
 from engine.executor.fragments import FragmentRunner, choose_fragment_engine
 from engine.executor.frames import concat_frames
+from engine.executor.polars_environ import PolarsEnviron, applied_polars_environ
 from engine.executor.rank import PartitionLimits, RankExecutor
 from engine.executor.reads import ReadObservingRunner
 from engine.executor.results import HeadFrame, concat_result, rank_frames
@@ -132,6 +133,8 @@ class RankSettings:
     """Received shuffle data above this share of the worker's memory limit spills to disk."""
     progress_topic: str | None = None
     """Dask event topic each finished stage is reported on; ``None``: no live progress."""
+    polars_environ: PolarsEnviron = ()
+    """The client's ``POLARS_*`` variables, applied while the rank runs the query."""
 
 
 def apply_fallback_mode(
@@ -187,7 +190,8 @@ def run_rank(
 ) -> RankOutput:
     """Worker side: this rank's part of the result (or the part files it wrote)."""
     try:
-        return _run_rank(plan, rank, frames, settings, lookup)
+        with applied_polars_environ(settings.polars_environ):
+            return _run_rank(plan, rank, frames, settings, lookup)
     except BaseException as error:
         _log_rank_failure(rank, settings.query_id, error)
         raise

@@ -218,7 +218,7 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
             return "unique"
         if "Join" in node:
             args = node["Join"]["options"]["args"]
-            if args.get("maintain_order") in _UNORDERED_JOIN and args.get("how") != "Cross":
+            if args.get("maintain_order") in _UNORDERED_JOIN:
                 return "join"
         if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
             return "sort ties"

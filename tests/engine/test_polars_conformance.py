@@ -202,3 +202,19 @@ def test_fallback_reasons_name_the_operation(engine: DaskEngine, operation: str)
     plan = last_plan(engine)
     assert plan is not None
     assert any(operation in f"{f.node}: {f.reason}" for f in plan.fallbacks), plan.fallbacks
+
+
+def test_polars_environment_of_the_client_reaches_the_ranks(
+    engine: DaskEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POLARS_PUSHDOWN_OPT_MAINTAIN_ERRORS`` set in the client keeps polars' error on ranks."""
+    lf = pl.LazyFrame({"a": [1, 999]}).with_columns(marker=pl.lit(1, dtype=pl.Int64))
+    query = lf.filter(pl.col("a") == 1, pl.col("a").cast(pl.Int8) == 1)
+    assert query.collect(engine=engine).height == 1
+    monkeypatch.setenv("POLARS_PUSHDOWN_OPT_MAINTAIN_ERRORS", "1")
+    with pytest.raises(pl.exceptions.InvalidOperationError, match="conversion from"):
+        query.collect(engine="in-memory")
+    with pytest.raises(pl.exceptions.InvalidOperationError, match="conversion from"):
+        query.collect(engine=engine)
+    monkeypatch.delenv("POLARS_PUSHDOWN_OPT_MAINTAIN_ERRORS")
+    assert query.collect(engine=engine).height == 1, "the rank kept the client's old setting"
