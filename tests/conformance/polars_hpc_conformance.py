@@ -8,8 +8,10 @@ test that asserts little still cannot hide a wrong answer, because each routed c
 judged against polars itself:
 
 ``equal``          the same frame (row order included);
-``order``          the same rows in another order, where the plan leaves the order open
-                   (group_by, unique, join or sort without ``maintain_order``);
+``order``          the same rows (or, under ``col.unique()``, the same values per column) in
+                   another order, where the plan leaves the order open (group_by, unique,
+                   join or sort without ``maintain_order``), or other rows of the same shape
+                   where a slice picks from such an open order (``unique().tail(1)``);
 ``wrong``          another frame, the same rows in another order where polars defines the
                    order, or a frame where polars raised (a hidden error);
 ``nondeterministic`` polars itself answered differently when asked twice (random sampling);
@@ -120,15 +122,7 @@ def _routed_collect(self: pl.LazyFrame, *args: Any, **kwargs: Any) -> Any:
     fallbacks = _fallback_reasons(engine)
     verdict = _judge(ours, our_error, theirs, their_error)
     if verdict["outcome"] in ("wrong", "order") and their_error is None:
-        again, _ = _attempt(lambda: _ORIGINAL_COLLECT(self, **kwargs))
-        if not _same(theirs, again):
-            verdict = {"outcome": "nondeterministic", "detail": verdict["detail"]}
-    if verdict["outcome"] == "order":
-        undefined_by = _order_undefined_by(self)
-        if undefined_by is None:
-            verdict = {"outcome": "wrong", "detail": "row order: " + verdict["detail"]}
-        else:
-            verdict["detail"] = f"polars leaves the order open ({undefined_by})"
+        verdict = _judge_open_order(self, verdict, ours, theirs, kwargs)
     record = {
         "kind": "collect",
         "test": _STATE.get("test"),
@@ -140,6 +134,30 @@ def _routed_collect(self: pl.LazyFrame, *args: Any, **kwargs: Any) -> Any:
     if our_error is not None:
         raise our_error
     return ours
+
+
+def _judge_open_order(
+    lf: pl.LazyFrame, verdict: dict[str, Any], ours: Any, theirs: Any, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A different answer is ``nondeterministic`` when polars itself answers differently
+    again, and ``order`` only where polars leaves the order open; else ``wrong``."""
+    again, _ = _attempt(lambda: _ORIGINAL_COLLECT(lf, **kwargs))
+    if not _same(theirs, again):
+        return {"outcome": "nondeterministic", "detail": verdict["detail"]}
+    column_unique = _has_unordered_column_unique(lf)
+    if verdict["outcome"] == "wrong" and column_unique and _each_column_same_values(ours, theirs):
+        return {"outcome": "order", "detail": "unique() of a column leaves its order open"}
+    undefined_by = _order_undefined_by(lf)
+    if verdict["outcome"] == "wrong" and undefined_by and _slices(lf) and _same_shape(ours, theirs):
+        return {
+            "outcome": "order",
+            "detail": f"a slice picks rows of an open order ({undefined_by})",
+        }
+    if verdict["outcome"] != "order":
+        return verdict
+    if undefined_by is None:
+        return {"outcome": "wrong", "detail": "row order: " + verdict["detail"]}
+    return {"outcome": "order", "detail": f"polars leaves the order open ({undefined_by})"}
 
 
 def _attempt(run: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -223,6 +241,43 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
         if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
             return "sort ties"
     return None
+
+
+def _slices(lf: pl.LazyFrame) -> bool:
+    """Whether the plan takes a slice (``head``, ``tail``, ``slice``) of its rows."""
+    return any("Slice" in node for node in _walk(_plan_tree(lf)))
+
+
+def _same_shape(ours: Any, theirs: Any) -> bool:
+    frames = isinstance(ours, pl.DataFrame) and isinstance(theirs, pl.DataFrame)
+    return frames and ours.schema == theirs.schema and ours.height == theirs.height
+
+
+def _plan_tree(lf: pl.LazyFrame) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return json.loads(lf.serialize(format="json"))
+        except Exception:
+            return {}
+
+
+def _has_unordered_column_unique(lf: pl.LazyFrame) -> bool:
+    """Whether an expression calls ``unique()`` without ``maintain_order`` (each column's own
+    order is open, so rows are not kept together)."""
+    return any(node.get("function") == {"Unique": False} for node in _walk(_plan_tree(lf)))
+
+
+def _each_column_same_values(ours: Any, theirs: Any) -> bool:
+    """Whether every column holds the same values, each in its own order (``col.unique()``)."""
+    if not isinstance(ours, pl.DataFrame) or not isinstance(theirs, pl.DataFrame):
+        return False
+    if ours.schema != theirs.schema or ours.height != theirs.height:
+        return False
+    try:
+        return all(ours[c].sort().equals(theirs[c].sort()) for c in ours.columns)
+    except Exception:  # unsortable dtypes
+        return False
 
 
 def _walk(tree: Any) -> Generator[dict[str, Any]]:

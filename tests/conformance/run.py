@@ -206,6 +206,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(argv)
     root = unpack_polars_tests()
+    args.out = args.out.resolve()  # pytest runs in polars' folder
     args.out.mkdir(parents=True, exist_ok=True)
     baseline = None
     if args.baseline:
