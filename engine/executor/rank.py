@@ -186,6 +186,9 @@ class RankExecutor:
         else:
             received = self._shuffle_partials(node, keys)
             result = self._finish_partials(node, received)
+        if result is not None:  # ranks that saw no rows may type a column Null
+            planned = node.output_schema
+            result = result.cast({n: planned[n] for n in result.columns if n in planned})
         if node.maintain_order:
             result = self._order_by_first_appearance(result)
         if result is None:

@@ -105,10 +105,13 @@ def _join(node: dsl.Node, needed: Needed) -> list[Needed]:
     left_names = set(_schema_names(left_node))
     right_names = _schema_names(right_node)
     left_keys, right_keys = dsl.expr_roots(keys[0]), dsl.expr_roots(keys[1])
-    left = _union(needed & left_names, left_keys)
+    suffixed = {n for n in right_names if f"{n}{suffix}" in needed and n in left_names}
+    left = _union((needed & left_names) | suffixed, left_keys)
     if how in ("semi", "anti"):
         return [left, right_keys]
     wanted = {n for n in right_names if n in needed or f"{n}{suffix}" in needed}
+    # ``suffixed``: a right column read as ``c_right`` is named so only while the left side
+    # still has its ``c``; pruning that away would rename the right one to ``c``.
     return [left, _union(wanted, right_keys)]
 
 

@@ -120,6 +120,23 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         ),
         True,
     ),
+    "a right column read by its suffixed name after a cross join": (
+        lambda: (
+            pl.LazyFrame({"a": [1, 2, 3], "c": [2, 3, 4]})
+            .join(pl.LazyFrame({"a": [1, 3, 5], "c": [2, 4, 9], "d": [6, 7, 8]}), how="cross")
+            .filter(pl.col("a") < pl.col("c_right"))
+            .select("d")
+        ),
+        False,
+    ),
+    "gather in an ordered group_by where a rank sees no rows": (
+        lambda: (
+            pl.LazyFrame({"gid": [0, 0, 1, 1], "x": ["0:0", "0:1", "1:0", "1:1"]})
+            .group_by("gid", maintain_order=True)
+            .agg(x_at_gid=pl.col("x").gather(pl.col("gid").last()).first())
+        ),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
