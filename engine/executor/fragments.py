@@ -25,6 +25,8 @@ __all__ = ["FragmentRunner", "choose_fragment_engine", "read_registered_input"]
 
 _INPUTS: dict[str, pl.DataFrame] = {}
 _INPUTS_LOCK = threading.Lock()
+_PADDED: set[str] = set()
+"""Registry keys whose scan returned a column polars did not ask for (see below)."""
 
 
 def read_registered_input(
@@ -36,7 +38,14 @@ def read_registered_input(
 ) -> Iterator[pl.DataFrame]:
     """Python-scan callback: the registered frame, with the pushed-down work applied."""
     frame = _INPUTS[key]
-    if with_columns is not None:
+    if with_columns == [] and frame.width:
+        # polars asks for no column when it only needs the row count (a cross join's side
+        # under select), but a frame of no columns has no rows: keep one column, and
+        # run_template drops it from the result again.
+        frame = frame.select(frame.columns[:1])
+        with _INPUTS_LOCK:
+            _PADDED.add(key)
+    elif with_columns is not None:
         frame = frame.select(with_columns)
     if predicate is not None:
         frame = frame.filter(predicate)
@@ -96,11 +105,16 @@ class FragmentRunner:
                     _INPUTS[key] = item
                 keys.append(key)
                 leaves.append(_registered_leaf(key, item.schema))
-            return self.collect(dsl.lazyframe_from_dsl(dsl.fill_leaves(template, leaves)))
+            lf = dsl.lazyframe_from_dsl(dsl.fill_leaves(template, leaves))
+            result = self.collect(lf)
+            with _INPUTS_LOCK:
+                padded = any(key in _PADDED for key in keys)
+            return result.select(lf.collect_schema().names()) if padded else result
         finally:
             with _INPUTS_LOCK:
                 for key in keys:
                     _INPUTS.pop(key, None)
+                    _PADDED.discard(key)
 
     def lazy(self, leaf: pl.DataFrame | str) -> pl.LazyFrame:
         """A LazyFrame over a frame or a DSL JSON leaf (e.g. a scan slice)."""

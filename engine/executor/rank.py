@@ -9,6 +9,7 @@ the same tags, and received frames are concatenated in source-rank order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -189,7 +190,9 @@ class RankExecutor:
         if result is not None:  # ranks that saw no rows may type a column Null
             planned = node.output_schema
             result = result.cast({n: planned[n] for n in result.columns if n in planned})
-        if node.maintain_order:
+        if node.maintain_order and _literal_keys(node):
+            result = None if result is None else result.drop(_SEQ)  # one group, on rank 0
+        elif node.maintain_order:
             result = self._order_by_first_appearance(result)
         if result is None:
             yield pl.DataFrame(schema=node.output_schema)
@@ -277,7 +280,7 @@ class RankExecutor:
             columns.append(_SEQ)
         frames = [self.runner.collect(lf.select(columns)) for lf in self._sequenced(node)]
         local = concat_frames(frames)
-        if not node.keys:
+        if not node.keys or _literal_keys(node):  # one group: polars makes it even of no rows
             return gather_to_root(self.comm, self.tags(), local)
         return shuffle(
             self.comm, self.tags(), hash_partition(local, keys, self.comm.nranks), self.spill
@@ -293,9 +296,7 @@ class RankExecutor:
             aggs.append(pl.col(_SEQ).min())
         rows = concat_frames(received).lazy()
         query = rows.group_by(keys).agg(aggs) if keys else rows.select(aggs)
-        result = self.runner.collect(query)
-        no_rows = not any(frame.height for frame in received)
-        return result.clear() if keys and no_rows else result  # a literal key makes a group
+        return self.runner.collect(query)
 
     def _order_by_first_appearance(self, result: pl.DataFrame | None) -> pl.DataFrame | None:
         """Groups in order of first appearance: gather to rank 0, sort by first row number."""
@@ -460,6 +461,11 @@ class RankExecutor:
                 outgoing.append(frame.slice(lo - start, max(0, hi - lo)))
             received.append(concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill)))
         return received
+
+
+def _literal_keys(node: Aggregate) -> bool:
+    """Whether every group key is a value, not a column (``group_by(True)``: one group)."""
+    return all(not dsl.references_columns(json.loads(key)) for key in node.keys)
 
 
 _STREAMS: Final[dict[type, Callable[[RankExecutor, PlanNode], Iterator[Part]]]] = {

@@ -279,6 +279,8 @@ class _Planner:
         output_schema = dsl.lazyframe_from_dsl(node).collect_schema()
         key_names = tuple(output_schema.names()[: len(output_schema) - len(aggs)])
         outputs = _decompose_all(aggs, output_schema, len(key_names), position_column)
+        if keys and not any(dsl.references_columns(k) for k in keys):
+            outputs = None  # one group of literal keys: aggregated once, on rank 0
         needed = _needed_columns([*keys, *aggs])
         if outputs is None and needed is None:
             return None

@@ -148,6 +148,11 @@ def _judge_open_order(
     if verdict["outcome"] == "wrong" and column_unique and _each_column_same_values(ours, theirs):
         return {"outcome": "order", "detail": "unique() of a column leaves its order open"}
     undefined_by = _order_undefined_by(lf)
+    if verdict["outcome"] == "wrong" and undefined_by and _same_rows_and_lists(ours, theirs):
+        return {
+            "outcome": "order",
+            "detail": f"lists gather rows of an open order ({undefined_by})",
+        }
     if verdict["outcome"] == "wrong" and undefined_by and _slices(lf) and _same_shape(ours, theirs):
         return {
             "outcome": "order",
@@ -241,6 +246,25 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
         if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
             return "sort ties"
     return None
+
+
+def _same_rows_and_lists(ours: Any, theirs: Any) -> bool:
+    """Equal up to row order and the order inside list columns (``agg(pl.col("b"))`` of rows
+    that arrive in an open order)."""
+    if not _same_shape(ours, theirs):
+        return False
+    lists = [name for name, dtype in ours.schema.items() if isinstance(dtype, pl.List)]
+    if not lists:
+        return False
+    try:
+        assert_frame_equal(
+            ours.with_columns(pl.col(lists).list.sort()),
+            theirs.with_columns(pl.col(lists).list.sort()),
+            check_row_order=False,
+        )
+    except Exception:
+        return False
+    return True
 
 
 def _slices(lf: pl.LazyFrame) -> bool:

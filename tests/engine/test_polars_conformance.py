@@ -137,6 +137,23 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         ),
         True,
     ),
+    "a cross join whose right side only counts rows": (
+        lambda: (
+            pl.LazyFrame({"x": [0, 1, 2]})
+            .join(pl.LazyFrame({"x": [1, 1]}).select(pl.min("x").alias("m")), how="cross")
+            .select("x")
+        ),
+        False,
+    ),
+    "group_by a literal of no rows is one group, as in polars": (
+        lambda: (
+            pl.LazyFrame({"n": [1, 2, 3]})
+            .filter(pl.lit(False))
+            .group_by([1], maintain_order=True)
+            .agg(pl.col("n").cumulative_eval(pl.element().last()), s=pl.col("n").sum())
+        ),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
