@@ -321,6 +321,8 @@ def with_expanded_selectors(node: Node) -> Node | None:
     kind = node_kind(node)
     if kind == "Distinct":
         return _distinct_with_expanded_subset(node)
+    if kind == "GroupBy" and group_by_parts(node) is None:
+        return node  # rolling/dynamic windows expand pl.all() without their index: not ours
     fields = {"GroupBy": ("keys", "aggs"), "Select": ("expr",), "Sort": ("by_column",)}
     if kind not in fields:
         return node
@@ -742,6 +744,32 @@ def sort_parts(node: Node) -> SortParts | None:
         descending=per_key(options["descending"]),
         nulls_last=per_key(options["nulls_last"]),
     )
+
+
+_ROW_PRESERVING_MAPS: Final = frozenset({"Rename", "FillNan", "Unnest", "Hint"})
+
+
+def slice_pushed_down(node: Node) -> Node | None:
+    """``Slice(f(x))`` as ``f(Slice(x))`` when ``f`` keeps every row and computes it alone.
+
+    polars pushes slices below such nodes, so a fallible expression (``list.get``, a strict
+    cast) only ever sees the rows kept; evaluating it on a whole rank share first would raise
+    where polars does not. ``None`` when the node under the slice is not such a node.
+    """
+    (child,) = node_inputs(node) or [None]
+    if child is None:
+        return None
+    kind = node_kind(child)
+    if kind in ("Select", "HStack"):
+        exprs = select_exprs(child)
+        if not exprs or not all(is_elementwise(e) for e in exprs):
+            return None
+        if kind == "Select" and not references_columns(exprs):
+            return None
+    elif not (kind == "MapFunction" and map_function_name(child) in _ROW_PRESERVING_MAPS):
+        return None
+    (grandchild,) = node_inputs(child) or []
+    return with_inputs(child, [with_inputs(node, [grandchild])])
 
 
 def with_slice(node: Node, offset: int, length: int) -> Node:

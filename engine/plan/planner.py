@@ -92,8 +92,11 @@ class _Planner:
         if expanded is None:
             return self.single_rank(node, "an expression combines two different selectors")
         node = expanded
-        if any(dsl.node_kind(child) == "ExtContext" for child in dsl.node_inputs(node) or []):
+        children = [dsl.node_kind(child) for child in dsl.node_inputs(node) or []]
+        if "ExtContext" in children:
             return self.single_rank_subtree(node, "with_context")
+        if "PythonScan" in children:  # polars pushes the node's filter into the Python source
+            return self.single_rank_subtree(node, "a scan of a Python source")
         kind = dsl.node_kind(node)
         handler: Callable[[dsl.Node], PlanNode | None] | None = _HANDLERS.get(kind)
         planned = handler(self, node) if handler is not None else None
@@ -299,6 +302,9 @@ class _Planner:
         )
 
     def slice(self, node: dsl.Node) -> PlanNode:
+        pushed = dsl.slice_pushed_down(node)
+        if pushed is not None:
+            return self.plan(pushed)
         (child,) = dsl.node_inputs(node) or []
         offset, length = dsl.slice_bounds(node)
         # No frame has more rows than polars' index type holds: larger bounds overflow later.

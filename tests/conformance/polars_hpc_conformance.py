@@ -226,7 +226,8 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
     """The plan node for which polars leaves the row order open, if any.
 
     ``group_by`` and ``unique`` without ``maintain_order``, joins without ``maintain_order``
-    and sorts without ``maintain_order`` (ties) do not define the order of their output.
+    (and full joins ordered by one side only) and sorts without ``maintain_order`` (ties) do
+    not define the order of their output.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -243,6 +244,10 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
             args = node["Join"]["options"]["args"]
             if args.get("maintain_order") in _UNORDERED_JOIN:
                 return "join"
+            if args.get("how") == "Full" and args.get("maintain_order") in ("Left", "Right"):
+                # polars orders one side; the other side's unmatched rows come in hash order,
+                # which differs between processes (random hash seeds)
+                return "the unordered side's unmatched rows of a full join"
         if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
             return "sort ties"
     return None

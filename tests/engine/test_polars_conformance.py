@@ -154,6 +154,18 @@ SAME_ANSWER: dict[str, tuple[Query, bool]] = {
         ),
         True,
     ),
+    "a slice under row-wise work: the fallible expression sees only kept rows": (
+        lambda: (
+            pl.LazyFrame({"val": [[1], [1, 1]], "len": [1, 2]})
+            .with_columns(pl.col("val").list.get(1).alias("b"))
+            .slice(1, 1)
+        ),
+        True,
+    ),
+    "head of a strict cast that fails on later rows": (
+        lambda: pl.LazyFrame({"a": ["1", "2", "x"]}).select(pl.col("a").cast(pl.Int64)).head(2),
+        True,
+    ),
     "full join coalesce takes the supertype": (
         lambda: _int32_and_int128()[0].join(
             _int32_and_int128()[1], on="k", how="full", coalesce=True
