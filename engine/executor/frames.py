@@ -66,12 +66,21 @@ def from_ipc(payload: bytes | memoryview) -> pl.DataFrame:
 
 
 def concat_frames(frames: Sequence[pl.DataFrame], schema: pl.Schema | None = None) -> pl.DataFrame:
-    """Vertical concatenation in the given order; an empty list gives an empty ``schema`` frame."""
+    """Vertical concatenation in the given order; an empty list gives an empty ``schema`` frame.
+
+    Frames with rows were computed by polars and set the schema: an empty frame of another
+    schema (a rank with nothing to compute types its part by the plan, and polars' resolved
+    schema can differ from what it computes, e.g. a ``map_groups`` whose declared schema
+    is not what the function returns) is left out rather than failing the concatenation.
+    """
     if not frames:
         return pl.DataFrame(schema=schema)
     if len(frames) == 1:
         return frames[0]
-    return pl.concat(frames, how="vertical", rechunk=False)
+    with_rows = [frame for frame in frames if frame.height]
+    if with_rows and any(frame.schema != with_rows[0].schema for frame in frames):
+        frames = with_rows
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=False)
 
 
 def _canonical(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
