@@ -6,7 +6,8 @@ skip). A user who sets one in the client process expects the query to honour it,
 one process would; the ranks run in other processes, so each query carries the client's
 ``POLARS_*`` variables and the rank applies them while it runs, then restores its own.
 
-Variables fixed when a process starts, or naming the client's own paths, are not carried.
+Variables fixed when a process starts, naming the client's own paths, or switching on the
+client's query monitoring are not carried.
 """
 
 from __future__ import annotations
@@ -26,14 +27,20 @@ _NOT_CARRIED: Final = frozenset(
         "POLARS_FORCE_ASYNC",
     }
 )
-_OURS: Final = "POLARS_HPC_"
-"""Our own options, resolved on the client into StreamingOptions already."""
+_NOT_CARRIED_PREFIXES: Final = (
+    "POLARS_HPC_",  # our own options, resolved on the client into StreamingOptions already
+    "POLARS_QUERY_MONITORING",  # the client's query observer; fragments are not its queries
+)
 
 PolarsEnviron = tuple[tuple[str, str], ...]
 
 
 def _carried(name: str) -> bool:
-    return name.startswith(_PREFIX) and not name.startswith(_OURS) and name not in _NOT_CARRIED
+    return (
+        name.startswith(_PREFIX)
+        and not name.startswith(_NOT_CARRIED_PREFIXES)
+        and name not in _NOT_CARRIED
+    )
 
 
 def client_polars_environ(environ: Mapping[str, str]) -> PolarsEnviron:
