@@ -764,7 +764,7 @@ def slice_pushed_down(node: Node) -> Node | None:
         exprs = select_exprs(child)
         if not exprs or not all(is_elementwise(e) for e in exprs):
             return None
-        if kind == "Select" and not references_columns(exprs):
+        if not references_columns(exprs):  # literals alone: one row even of no columns
             return None
     elif not (kind == "MapFunction" and map_function_name(child) in _ROW_PRESERVING_MAPS):
         return None

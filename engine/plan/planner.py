@@ -158,7 +158,7 @@ class _Planner:
             name, offset = dsl.row_index_parts(node) or ("", 0)
             (child,) = dsl.node_inputs(node) or []
             return RowIndex(self.plan(child), name, offset)
-        if not _is_row_wise(node):
+        if not _is_row_wise(node) or _makes_a_row_of_nothing(node):
             return self.window(node) or self.windows_by_key_set(node) or self.global_aggregate(node)
         (child,) = dsl.node_inputs(node) or []
         planned = self.plan(child)
@@ -452,6 +452,17 @@ def _is_row_wise(node: dsl.Node) -> bool:
     if kind == "MapFunction":
         return dsl.map_function_name(node) in _ROW_WISE_MAP_FUNCTIONS
     return False
+
+
+def _makes_a_row_of_nothing(node: dsl.Node) -> bool:
+    """Whether ``node`` is a ``with_columns`` of literals over a frame of no columns.
+
+    polars makes one row of it (``pl.LazyFrame().with_columns(x=1)``), and so would every rank.
+    """
+    if dsl.node_kind(node) != "HStack" or dsl.references_columns(dsl.select_exprs(node)):
+        return False
+    (child,) = dsl.node_inputs(node) or []
+    return len(dsl.lazyframe_from_dsl(child).collect_schema()) == 0
 
 
 def _decompose_all(

@@ -153,6 +153,9 @@ def _judge_open_order(
             "outcome": "order",
             "detail": f"lists gather rows of an open order ({undefined_by})",
         }
+    if verdict["outcome"] == "wrong" and undefined_by and _observes_order(lf):
+        detail = f"an order-sensitive expression over an open order ({undefined_by})"
+        return {"outcome": "order", "detail": detail}
     if verdict["outcome"] == "wrong" and undefined_by and _slices(lf) and _same_shape(ours, theirs):
         return {
             "outcome": "order",
@@ -236,20 +239,29 @@ def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
         except Exception:
             return "a plan polars cannot serialize"
     for node in _walk(tree):
-        if "GroupBy" in node and not node["GroupBy"].get("maintain_order", True):
-            return "group_by"
-        if "Distinct" in node and not node["Distinct"]["options"].get("maintain_order", True):
-            return "unique"
-        if "Join" in node:
-            args = node["Join"]["options"]["args"]
-            if args.get("maintain_order") in _UNORDERED_JOIN:
-                return "join"
-            if args.get("how") == "Full" and args.get("maintain_order") in ("Left", "Right"):
-                # polars orders one side; the other side's unmatched rows come in hash order,
-                # which differs between processes (random hash seeds)
-                return "the unordered side's unmatched rows of a full join"
-        if "Sort" in node and not node["Sort"]["sort_options"].get("maintain_order", True):
-            return "sort ties"
+        reason = _leaves_order_open(node)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _leaves_order_open(node: dict[str, Any]) -> str | None:
+    """Why this plan node leaves the order of its output open, or ``None``."""
+    if "GroupBy" in node and not node["GroupBy"].get("maintain_order", True):
+        return "group_by"
+    if "Distinct" in node and not node["Distinct"]["options"].get("maintain_order", True):
+        return "unique"
+    if "Join" in node:
+        args = node["Join"]["options"]["args"]
+        if args.get("maintain_order") in _UNORDERED_JOIN:
+            return "join"
+        if args.get("how") == "Full" and args.get("maintain_order") in ("Left", "Right"):
+            # polars orders one side; the other side's unmatched rows come in hash order,
+            # which differs between processes (random hash seeds)
+            return "the unordered side's unmatched rows of a full join"
+    options = node["Sort"].get("sort_options", {}) if isinstance(node.get("Sort"), dict) else {}
+    if options and not options.get("maintain_order", True):
+        return "sort ties"
     return None
 
 
@@ -270,6 +282,41 @@ def _same_rows_and_lists(ours: Any, theirs: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+_ORDER_SENSITIVE: Final = frozenset(
+    {"Sort", "SortBy", "CumSum", "CumCount", "CumMin", "CumMax", "CumProd", "Shift", "Gather"}
+    | {"First", "Last", "Implode", "RowIndex", "AnonymousFunction", "Diff", "Rank"}
+)
+
+
+_PLAN_INPUTS: Final = ("input", "input_left", "input_right", "inputs")
+
+
+def _observes_order(lf: pl.LazyFrame) -> bool:
+    """Whether an expression above a node that leaves the order open computes something from
+    the order of rows (``a.sort() + a``, ``first()``, a Python function over a column): then
+    polars' own answer is one of several."""
+    return _order_observed_above_open(_plan_tree(lf), above=False)
+
+
+def _order_observed_above_open(node: Any, *, above: bool) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    ((kind, body),) = node.items()
+    if not isinstance(body, dict):
+        return False
+    if above and _leaves_order_open({kind: body}):
+        return True
+    own = {key: value for key, value in body.items() if key not in _PLAN_INPUTS}
+    sensitive = above or any(
+        any(key in _ORDER_SENSITIVE for key in sub)
+        or (isinstance(sub.get("function"), str) and sub["function"] in _ORDER_SENSITIVE)
+        for sub in _walk(own)
+    )
+    children = [body[key] for key in _PLAN_INPUTS if key in body]
+    flat = [c for child in children for c in (child if isinstance(child, list) else [child])]
+    return any(_order_observed_above_open(child, above=sensitive) for child in flat)
 
 
 def _slices(lf: pl.LazyFrame) -> bool:
