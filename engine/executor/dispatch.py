@@ -64,8 +64,11 @@ CommunicatorLookup = Callable[[str], "Communicator"]
 
 LOST_WORKER_POLL_S = 1.0
 """How often the client checks, while it waits, that every rank's worker is still there."""
-ECHO_GRACE_S = 2.0
-"""After a rank failed, how long the client waits for the rank whose error caused it."""
+ECHO_GRACE_S = 15.0
+"""After a rank failed with a peer's echo, how long the client waits for the rank whose own
+error caused it (the cause reaches the client after its echo on a loaded machine: at 2 s a
+ShapeError once surfaced as the peer's QueryAbortedError). A rank whose worker died is
+noticed by the worker check, not by this wait."""
 
 _CANCELLED_QUERIES: dict[str, None] = {}
 """Query ids the client cancelled (Ctrl-C, a failed rank), per worker process, oldest first."""

@@ -525,7 +525,7 @@ def _why_not(node: dsl.Node) -> str:
         return "the scan reads no local files of a supported format"
     if kind == "MapFunction":
         return f"{dsl.snake_case(dsl.map_function_name(node))} is not distributed yet"
-    return f"{_NODE_OPERATIONS.get(kind, kind)} is not distributed yet"
+    return f"{_NODE_OPERATIONS.get(kind, dsl.snake_case(kind))} is not distributed yet"
 
 
 def _group_by_operation(node: dsl.Node) -> str:
