@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from engine.comm.base import CommunicatorError, PeerFailedError
+from engine.comm.base import CommunicatorError, PeerFailedError, QueryAbortedError
 from engine.executor.counting import CountingCommunicator
 from engine.executor.exchange import SpillPolicy
 from engine.executor.fragments import FragmentRunner, choose_fragment_engine
@@ -68,7 +68,7 @@ ECHO_GRACE_S = 15.0
 """After a rank failed with a peer's echo, how long the client waits for the rank whose own
 error caused it (the cause reaches the client after its echo on a loaded machine: at 2 s a
 ShapeError once surfaced as the peer's QueryAbortedError). A rank whose worker died is
-noticed by the worker check, not by this wait."""
+noticed by the worker check, and a peer's PeerFailedError is raised at once."""
 
 _CANCELLED_QUERIES: dict[str, None] = {}
 """Query ids the client cancelled (Ctrl-C, a failed rank), per worker process, oldest first."""
@@ -326,8 +326,8 @@ def _wait_for_ranks(
     while True:
         failure = _root_cause(futures)
         pending = [f for f in futures if f.status == "pending"]
-        if not pending or (failure is not None and not isinstance(failure, CommunicatorError)):
-            return failure
+        if not pending or (failure is not None and not isinstance(failure, QueryAbortedError)):
+            return failure  # a rank's own error, or a dead or frozen peer: no echo to wait out
         now = time.monotonic()
         if failure is not None:
             failed_at = now if failed_at is None else failed_at
