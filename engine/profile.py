@@ -66,16 +66,15 @@ def render_plan(
     path: str | os.PathLike[str] | None,
 ) -> str | bytes:
     """``engine.explain(lf, format=, path=)``: the plan as text, dot, or an image."""
-    from engine.executor.client import explain_query
-    from engine.plan.explain import format_dot
+    from engine.plan.explain import format_dot, format_plan
     from engine.plan.planner import plan_lazyframe
 
     chosen = _chosen_format(requested, path)
+    plan = plan_lazyframe(lf, broadcast_limit=engine.options.broadcast_limit)
     result: str | bytes
     if chosen == "text":
-        result = explain_query(engine, lf)
+        result = format_plan(plan, engine.nranks)
     else:
-        plan = plan_lazyframe(lf, broadcast_limit=engine.options.broadcast_limit)
         result = format_dot(plan, engine.nranks)
         if chosen in IMAGE_FORMATS:
             result = draw_dot(result, chosen)

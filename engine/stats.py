@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
-from engine.executor.reads import column_share
+from engine.plan.estimates import column_share
 from engine.plan.explain import describe_stage, plan_stages
 from engine.plan.nodes import DistributedPlan, FrameSource, PlanNode, ScanSource, SingleRank
 

@@ -46,7 +46,7 @@ from engine.executor.sinks import (
     sink_request,
     write_part,
 )
-from engine.plan import DistributedPlan, dsl, format_plan, plan_lazyframe
+from engine.plan import DistributedPlan, dsl, plan_lazyframe
 from engine.plan.nodes import Fallback
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from engine.options import StreamingOptions
 
-__all__ = ["collect_query", "execute_query", "explain_query", "last_plan", "sink_query"]
+__all__ = ["collect_query", "execute_query", "last_plan", "sink_query"]
 
 _LAST_PLAN: weakref.WeakKeyDictionary[Any, DistributedPlan] = weakref.WeakKeyDictionary()
 _FILE_ERRORS: Final = (
@@ -331,9 +331,3 @@ def _record_stats(engine: Any, plan: DistributedPlan, shuffled: int, elapsed_s: 
         "fallbacks": len(plan.fallbacks),
         "seconds": elapsed_s,
     }
-
-
-def explain_query(engine: Any, lf: pl.LazyFrame) -> str:
-    """The distributed plan as text: stages, exchanges, fallbacks."""
-    plan = plan_lazyframe(lf, broadcast_limit=engine.options.broadcast_limit)
-    return format_plan(plan, engine.nranks)

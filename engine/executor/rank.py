@@ -39,9 +39,10 @@ from engine.plan.nodes import (
     Window,
 )
 from engine.plan.planner import WINDOW_SEQ
+from engine.plan.row_ranges import rank_row_range
 from engine.stats import StageRecorder
 
-__all__ = ["Part", "PartitionLimits", "RankExecutor", "rank_row_range"]
+__all__ = ["Part", "PartitionLimits", "RankExecutor"]
 
 Part = pl.DataFrame | str
 """A partition: a frame in memory, or the DSL JSON of a lazy fragment producing it."""
@@ -76,15 +77,6 @@ class PartitionLimits:
         """Rows per partition: whichever of the byte and row limits comes first."""
         by_bytes = int(self.target_partition_size // max(bytes_per_row, 1.0))
         return max(1, min(self.max_rows_per_partition, by_bytes))
-
-
-def rank_row_range(total_rows: int, rank: int, nranks: int) -> tuple[int, int]:
-    """Rows ``[start, end)`` of rank ``rank``: the r-th of ``nranks`` contiguous slices.
-
-    >>> [rank_row_range(10, r, 3) for r in range(3)]
-    [(0, 3), (3, 6), (6, 10)]
-    """
-    return total_rows * rank // nranks, total_rows * (rank + 1) // nranks
 
 
 class RankExecutor:

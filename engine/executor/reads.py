@@ -10,58 +10,17 @@ without changing it: :class:`ReadObservingRunner` reports each scan's slice and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from engine.executor.fragments import FragmentRunner
-from engine.plan import dsl
 
 if TYPE_CHECKING:
     from engine.stats import StageRecorder
 
-__all__ = ["ReadObservingRunner", "column_share", "dtype_width"]
-
-_DTYPE_WIDTHS: Final = (
-    (("Boolean",), 0.125),
-    (("Int8", "UInt8"), 1.0),
-    (("Int16", "UInt16"), 2.0),
-    (("Int32", "UInt32", "Float32", "Date"), 4.0),
-    (("Int64", "UInt64", "Float64", "Datetime", "Duration", "Time"), 8.0),
-)
-"""Bytes per row of fixed-width dtypes; anything else (strings, lists, decimals) counts 16."""
-
-
-def dtype_width(dtype: pl.DataType) -> float:
-    """In-memory bytes per row of a column of ``dtype`` (16 where the width varies).
-
-    >>> dtype_width(pl.Int32), dtype_width(pl.Datetime("us")), dtype_width(pl.String)
-    (4.0, 8.0, 16.0)
-    """
-    name = type(dtype).__name__ if not isinstance(dtype, type) else dtype.__name__
-    return next((width for names, width in _DTYPE_WIDTHS if name in names), 16.0)
-
-
-def column_share(scan_json: str) -> Callable[[list[str] | None], float]:
-    """``columns -> their share of a row's bytes`` in a scan, by dtype width.
-
-    The planner's bytes per row covers every column of the files; a query reading one column
-    of eight reads a fraction of it. Reads the scan's schema once (a parquet footer).
-    """
-    try:
-        schema = dsl.lazyframe_from_dsl(scan_json).collect_schema()
-        widths = {name: dtype_width(dtype) for name, dtype in schema.items()}
-    except Exception:  # stats must never fail a query: count all columns
-        widths = {}
-    total = sum(widths.values())
-
-    def share(columns: list[str] | None) -> float:
-        if columns is None or not total:
-            return 1.0
-        return min(1.0, sum(widths.get(name, 8.0) for name in columns) / total)
-
-    return share
+__all__ = ["ReadObservingRunner"]
 
 
 class ReadObservingRunner(FragmentRunner):

@@ -8,8 +8,8 @@ from typing import Any
 import polars as pl
 
 from engine.executor.frames import concat_frames
-from engine.executor.rank import rank_row_range
 from engine.plan.nodes import DistributedPlan
+from engine.plan.row_ranges import rank_row_range
 
 __all__ = ["HeadFrame", "InMemoryQueryResult", "concat_result", "rank_frames"]
 

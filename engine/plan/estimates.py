@@ -10,17 +10,21 @@ a scan pruned to a few columns is estimated by those columns alone. Dictionary- 
 run-length-encoded pages hold encoded values, smaller than the decoded column, so each column
 counts at least its rows times its fixed in-memory width (16 bytes for a string view). CSV and
 NDJSON are text (about their size in memory or more); IPC files are taken at their size.
-:func:`plan_bytes` carries the sources' estimates up through a plan.
+:func:`plan_bytes` carries the sources' estimates up through a plan; :func:`column_share`
+scales a scan's bytes per row to the columns a fragment reads (``engine.stats``).
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import polars as pl
+
+from engine.plan import dsl
 from engine.plan.nodes import (
     Concat,
     FrameSource,
@@ -30,7 +34,14 @@ from engine.plan.nodes import (
     SingleRank,
 )
 
-__all__ = ["ScanSize", "expand_paths", "plan_bytes", "scan_size"]
+__all__ = [
+    "ScanSize",
+    "column_share",
+    "dtype_width",
+    "expand_paths",
+    "plan_bytes",
+    "scan_size",
+]
 
 MAX_FOOTERS: Final = 64
 """Parquet footers read per scan at most; beyond that a spread sample is scaled up by size."""
@@ -153,3 +164,44 @@ def plan_bytes(node: PlanNode) -> float:
     if isinstance(node, SingleRank | Concat):
         return sum(plan_bytes(child) for child in node.inputs)
     return plan_bytes(node.input)
+
+
+_DTYPE_WIDTHS: Final = (
+    (("Boolean",), 0.125),
+    (("Int8", "UInt8"), 1.0),
+    (("Int16", "UInt16"), 2.0),
+    (("Int32", "UInt32", "Float32", "Date"), 4.0),
+    (("Int64", "UInt64", "Float64", "Datetime", "Duration", "Time"), 8.0),
+)
+"""Bytes per row of fixed-width dtypes; anything else (strings, lists, decimals) counts 16."""
+
+
+def dtype_width(dtype: pl.DataType) -> float:
+    """In-memory bytes per row of a column of ``dtype`` (16 where the width varies).
+
+    >>> dtype_width(pl.Int32), dtype_width(pl.Datetime("us")), dtype_width(pl.String)
+    (4.0, 8.0, 16.0)
+    """
+    name = type(dtype).__name__ if not isinstance(dtype, type) else dtype.__name__
+    return next((width for names, width in _DTYPE_WIDTHS if name in names), 16.0)
+
+
+def column_share(scan_json: str) -> Callable[[list[str] | None], float]:
+    """``columns -> their share of a row's bytes`` in a scan, by dtype width.
+
+    The planner's bytes per row covers every column of the files; a query reading one column
+    of eight reads a fraction of it. Reads the scan's schema once (a parquet footer).
+    """
+    try:
+        schema = dsl.lazyframe_from_dsl(scan_json).collect_schema()
+        widths = {name: dtype_width(dtype) for name, dtype in schema.items()}
+    except Exception:  # stats must never fail a query: count all columns
+        widths = {}
+    total = sum(widths.values())
+
+    def share(columns: list[str] | None) -> float:
+        if columns is None or not total:
+            return 1.0
+        return min(1.0, sum(widths.get(name, 8.0) for name in columns) / total)
+
+    return share
