@@ -6,18 +6,17 @@ delegates to the functions here, so the engine class stays about lifecycle.
 Failure rules kept here: a query polars rejects raises polars' own error (type and message);
 a query that fails on the workers, or that the user interrupts (Ctrl-C), is cancelled on every
 rank before the error leaves this module, so the engine can run the next query at once.
+The input file at fault is named by :mod:`engine.plan.input_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import time
 import weakref
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -46,7 +45,8 @@ from engine.executor.sinks import (
     sink_request,
     write_part,
 )
-from engine.plan import DistributedPlan, dsl, plan_lazyframe
+from engine.plan import DistributedPlan, plan_lazyframe
+from engine.plan.input_files import naming_the_file
 from engine.plan.nodes import Fallback
 
 if TYPE_CHECKING:
@@ -58,13 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["collect_query", "execute_query", "last_plan", "sink_query"]
 
 _LAST_PLAN: weakref.WeakKeyDictionary[Any, DistributedPlan] = weakref.WeakKeyDictionary()
-_FILE_ERRORS: Final = (
-    pl.exceptions.ComputeError,
-    pl.exceptions.SchemaError,
-    pl.exceptions.ColumnNotFoundError,
-)
-"""Errors polars raises for a bad input file, often without naming the file."""
-_MAX_FILES_CHECKED: Final = 1000
 
 
 def last_plan(engine: object) -> DistributedPlan | None:
@@ -178,90 +171,9 @@ def _cancel(client: Client, query_id: str, futures: list[Future]) -> None:
         client.cancel(futures, reason="polars-hpc query cancelled", msg="query cancelled")
 
 
-@contextlib.contextmanager
-def _naming_the_file(lf: pl.LazyFrame) -> Iterator[None]:
-    """Add a note naming the input file at fault to polars' error, when one is at fault.
-
-    polars says "data type mismatch for column a" or "File out of specification" without the
-    file; among thousands that is no help. The error keeps polars' type and message (a note
-    is printed below it), and the files are only looked at once the query failed.
-    """
-    try:
-        yield
-    except _FILE_ERRORS as error:
-        with contextlib.suppress(Exception):
-            culprit = _file_at_fault(lf)
-            if culprit is not None and culprit[0] not in str(error):
-                error.add_note(f"DaskEngine: the input file at fault is {culprit[0]}: {culprit[1]}")
-        raise
-
-
-def _file_at_fault(lf: pl.LazyFrame) -> tuple[str, str] | None:
-    """The first scanned file that polars cannot read or whose schema differs from the first's."""
-    for scan in _scans(dsl.serialize_plan(lf)):
-        reader = getattr(pl, f"scan_{dsl.scan_format(scan)}", None)
-        if reader is None:
-            continue
-        first: tuple[str, pl.Schema] | None = None
-        for path in _expand(dsl.scan_sources(scan))[:_MAX_FILES_CHECKED]:
-            try:
-                schema = reader(path).collect_schema()
-            except pl.exceptions.PolarsError as error:
-                return path, f"polars cannot read it ({type(error).__name__}: {error})"
-            if first is None:
-                first = (path, schema)
-                continue
-            difference = _schema_difference(first[1], schema)
-            if difference:
-                return path, f"{difference} (compared with the first file, {first[0]})"
-    return None
-
-
-def _scans(tree: Any) -> Iterator[dsl.Node]:
-    """Every file ``Scan`` node of a DSL tree."""
-    if isinstance(tree, dict):
-        body = tree.get("Scan")
-        if isinstance(body, dict) and "sources" in body:
-            yield tree
-        for value in tree.values():
-            yield from _scans(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _scans(value)
-
-
-def _expand(sources: list[str]) -> list[str]:
-    """Local files behind paths, globs and directories, in polars' (sorted) order."""
-    files: list[str] = []
-    for source in sources:
-        if glob.has_magic(source):
-            files.extend(sorted(glob.glob(source, recursive=True)))
-        elif Path(source).is_dir():
-            files.extend(sorted(str(p) for p in Path(source).rglob("*") if p.is_file()))
-        else:
-            files.append(source)
-    return files
-
-
-def _schema_difference(first: pl.Schema, other: pl.Schema) -> str:
-    """How ``other`` differs from ``first``, in words; empty when it does not."""
-    changed = [
-        f"column {name!r} is {dtype} here, {first[name]} there"
-        for name, dtype in other.items()
-        if name in first and first[name] != dtype
-    ]
-    extra = [name for name in other if name not in first]
-    missing = [name for name in first if name not in other]
-    if extra:
-        changed.append(f"it has column(s) {extra} the first file lacks")
-    if missing:
-        changed.append(f"it lacks column(s) {missing}")
-    return "; ".join(changed)
-
-
 def collect_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:
     """``collect``: every rank's part, fetched from the workers, in rank order."""
-    with _naming_the_file(lf):
+    with naming_the_file(lf):
         return _collect(engine, lf, optimizations)
 
 
@@ -279,7 +191,7 @@ def _collect(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.
 
 def execute_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> Any:
     """``execute``: a ``QueryResult`` whose parts stay on the workers until read."""
-    with _naming_the_file(lf):
+    with naming_the_file(lf):
         plan, answer = _plan(engine, lf, optimizations)
     if plan.root is None:
         from polars.lazyframe.query_result import SingleNodeQueryResult
@@ -299,7 +211,7 @@ def sink_query(
 ) -> None:
     """``sink_*``: each rank writes ``path/part.<rank>.<i>.<ext>``; returns when all are written."""
     request = sink_request(file_format, path, kwargs)
-    with _naming_the_file(lf):
+    with naming_the_file(lf):
         _sink(engine, lf, request, kwargs["optimizations"])
 
 
