@@ -1,6 +1,6 @@
 """Client side of one query: plan, apply the fallback rules, dispatch, assemble or write.
 
-:class:`engine.dask.DaskEngine`'s ``collect``, ``execute``, ``sink_*`` and ``explain`` are thin
+:class:`engine.dask.DaskEngine`'s ``collect``, ``execute`` and ``sink_*`` are thin
 delegates to the functions here, so the engine class stays about lifecycle.
 
 Failure rules kept here: a query polars rejects raises polars' own error (type and message);
