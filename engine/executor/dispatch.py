@@ -3,7 +3,8 @@
 Client side: :func:`submit_ranks` sends each rank the plan (without the in-memory frames) and
 its own row ranges of those frames, pinned to its worker. Worker side: :func:`run_rank` secedes
 from the worker's thread pool (so a single-threaded worker can run ranks of several queries at
-once), finds its communicator and runs :class:`engine.executor.rank.RankExecutor`.
+once), finds its communicator and runs the backend :mod:`engine.backend` picks (the CPU
+executor or the GPU backend).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from engine.backend import choose_backend, rank_backend
 from engine.comm.base import CommunicatorError, PeerFailedError, QueryAbortedError
 from engine.executor.counting import CountingCommunicator
 from engine.executor.exchange import SpillPolicy
-from engine.executor.fragments import FragmentRunner, choose_fragment_engine
 from engine.executor.frames import concat_frames
 from engine.executor.polars_environ import PolarsEnviron, applied_polars_environ
-from engine.executor.rank import PartitionLimits, RankExecutor
-from engine.executor.reads import ReadObservingRunner
+from engine.executor.rank import PartitionLimits
 from engine.executor.results import HeadFrame, concat_result, rank_frames
 from engine.executor.sinks import SinkRequest, write_part
 from engine.logs import RANK_TASK_PREFIX
@@ -235,20 +235,14 @@ def _run_rank(
         os.path.join(worker.local_directory, "polars-hpc-spill"),
         int(limit * settings.spill_fraction) if limit else None,
     )
-    fragment_engine = choose_fragment_engine(settings.fragment_engine)
+    backend = choose_backend(settings.fragment_engine)
     tags = _tag_source(settings.query_id)
     assert plan.root is not None
     with _communicator(settings, rank, lookup).query_scope(settings.scope_id) as scoped:
         comm = CountingCommunicator(scoped)
         sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
         stages = StageRecorder(plan, comm, sender, spill)
-        # CPU fragments report what they read (rows and columns after pushdown) to the stats.
-        runner = (
-            ReadObservingRunner(stages)
-            if fragment_engine == "cpu"
-            else FragmentRunner(fragment_engine)
-        )
-        executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
+        executor = rank_backend(backend, plan, comm, frames, tags, settings.limits, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)
             return RankOutput(frame, comm.bytes_sent, stages=stages.records())

@@ -8,20 +8,18 @@ frame from this process's registry, so polars still pushes projections and predi
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from polars.io.plugins import register_io_source
 
 from engine.plan import dsl
 
-__all__ = ["FragmentRunner", "choose_fragment_engine", "read_registered_input"]
+__all__ = ["FragmentRunner", "read_registered_input"]
 
 _INPUTS: dict[str, pl.DataFrame] = {}
 _INPUTS_LOCK = threading.Lock()
@@ -54,38 +52,16 @@ def read_registered_input(
     yield frame
 
 
-def choose_fragment_engine(
-    setting: Literal["auto", "cpu", "gpu"], environ: dict[str, str] | None = None
-) -> Literal["cpu", "gpu"]:
-    """``gpu`` when asked or (``auto``) when this worker owns a GPU and cudf-polars imports."""
-    env = os.environ if environ is None else environ
-    has_gpu = bool(env.get("CUDA_VISIBLE_DEVICES", "").strip())
-    gpu_ready = has_gpu and importlib.util.find_spec("cudf_polars") is not None
-    if setting == "gpu" and not gpu_ready:
-        raise RuntimeError(
-            "StreamingOptions.fragment_engine='gpu' needs a GPU (CUDA_VISIBLE_DEVICES) and "
-            "cudf-polars (pip install 'polars-hpc[gpu]'); use fragment_engine='cpu' or 'auto'"
-        )
-    return "gpu" if setting == "gpu" or (setting == "auto" and gpu_ready) else "cpu"
-
-
 class FragmentRunner:
-    """Builds and collects fragment LazyFrames with the chosen polars engine.
+    """Builds and collects fragment LazyFrames with one polars engine.
 
-    On a GPU the fragment runs on cudf-polars' *in-memory* executor. A fragment is already one
-    rank's bounded slice of one stage, so cudf-polars' own streaming executor (its default) only
-    adds set-up per call: on one H200, TPC-H SF10 took 163.5 s with the streaming executor and
-    42.7 s with the in-memory one (``python -m benchmarks.tpch.gpu``; benchmarks/README.md).
-    ``raise_on_fail`` because a fragment that silently ran on the CPU would misreport the engine.
+    ``polars_engine`` is what ``LazyFrame.collect(engine=...)`` takes: polars' ``"in-memory"``
+    engine for the CPU executor, or the GPU backend's ``pl.GPUEngine``
+    (:func:`engine.gpu.fragments.gpu_fragment_engine`); :mod:`engine.backend` picks.
     """
 
-    def __init__(self, engine: Literal["cpu", "gpu"] = "cpu") -> None:
-        self.engine = engine
-        self._polars_engine: Any = (
-            pl.GPUEngine(executor="in-memory", raise_on_fail=True)
-            if engine == "gpu"
-            else "in-memory"
-        )
+    def __init__(self, polars_engine: Any = "in-memory") -> None:
+        self._polars_engine = polars_engine
 
     def collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
         """Run one fragment."""

@@ -34,7 +34,7 @@ class ReadObservingRunner(FragmentRunner):
     """
 
     def __init__(self, stages: StageRecorder) -> None:
-        super().__init__("cpu")
+        super().__init__()
         self._stages = stages
 
     def collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
