@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from engine.plan.dsl import AggPart
+from engine.plan.dsl_exprs import AggPart
 
 __all__ = [
     "Aggregate",

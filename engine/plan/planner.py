@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from engine.plan import dsl
+from engine.plan import dsl, dsl_exprs, dsl_nodes
 from engine.plan.estimates import ScanSize, plan_bytes, scan_size
 from engine.plan.nodes import (
     Aggregate,
@@ -88,7 +88,7 @@ class _Planner:
     scans: dict[int, tuple[ScanSource, ScanSize]] = field(default_factory=dict)
 
     def plan(self, node: dsl.Node) -> PlanNode:
-        expanded = dsl.with_expanded_selectors(node)
+        expanded = dsl_nodes.with_expanded_selectors(node)
         if expanded is None:
             return self.single_rank(node, "an expression combines two different selectors")
         node = expanded
@@ -154,8 +154,8 @@ class _Planner:
         return FrameSource(len(self.frames) - 1, rows, frame.estimated_size() / max(rows, 1))
 
     def row_wise(self, node: dsl.Node) -> PlanNode | None:
-        if dsl.node_kind(node) == "MapFunction" and dsl.row_index_parts(node) is not None:
-            name, offset = dsl.row_index_parts(node) or ("", 0)
+        if dsl.node_kind(node) == "MapFunction" and dsl_nodes.row_index_parts(node) is not None:
+            name, offset = dsl_nodes.row_index_parts(node) or ("", 0)
             (child,) = dsl.node_inputs(node) or []
             return RowIndex(self.plan(child), name, offset)
         if not _is_row_wise(node) or _makes_a_row_of_nothing(node):
@@ -201,12 +201,14 @@ class _Planner:
         kind = dsl.node_kind(node)
         if kind not in ("Select", "HStack", "Filter"):
             return None
-        exprs = [dsl.filter_predicate(node)] if kind == "Filter" else dsl.select_exprs(node)
-        keys = dsl.window_partition_keys(exprs)
+        exprs = (
+            [dsl_nodes.filter_predicate(node)] if kind == "Filter" else dsl_nodes.select_exprs(node)
+        )
+        keys = dsl_exprs.window_partition_keys(exprs)
         if keys is None:
             return None
         (child,) = dsl.node_inputs(node) or []
-        with_seq = dsl.keep_column(dsl.with_inputs(node, [dsl.leaf_marker()]), WINDOW_SEQ)
+        with_seq = dsl_nodes.keep_column(dsl.with_inputs(node, [dsl.leaf_marker()]), WINDOW_SEQ)
         return Window(self.plan(child), json.dumps(with_seq), keys, _node_name(node))
 
     def windows_by_key_set(self, node: dsl.Node) -> PlanNode | None:
@@ -219,8 +221,8 @@ class _Planner:
         kind = dsl.node_kind(node)
         if kind not in ("Select", "HStack"):
             return None
-        exprs = dsl.select_exprs(node)
-        key_sets = [dsl.window_key_set(e) for e in exprs]
+        exprs = dsl_nodes.select_exprs(node)
+        key_sets = [dsl_exprs.window_key_set(e) for e in exprs]
         if None in key_sets or len({k for k in key_sets if k}) < 2:
             return None
         (child,) = dsl.node_inputs(node) or []
@@ -241,18 +243,18 @@ class _Planner:
         }
         outputs = dsl.lazyframe_from_dsl(node).collect_schema().names()
         final = [produced.get(name, {"Column": name}) for name in outputs]
-        return self.plan(dsl.select_node(final, stage))
+        return self.plan(dsl_nodes.select_node(final, stage))
 
     def global_aggregate(self, node: dsl.Node) -> PlanNode | None:
         if dsl.node_kind(node) != "Select":
             return None
-        exprs = dsl.select_exprs(node)
+        exprs = dsl_nodes.select_exprs(node)
         position = None
-        if dsl.uses_index_of(exprs):
+        if dsl_exprs.uses_index_of(exprs):
             (child,) = dsl.node_inputs(node) or []
             position = _POSITION
-            node = dsl.with_inputs(node, [dsl.row_index_node(child, position)])
-        parts = [dsl.decompose_agg(e, f"{_TEMP}{i}", position) for i, e in enumerate(exprs)]
+            node = dsl.with_inputs(node, [dsl_nodes.row_index_node(child, position)])
+        parts = [dsl_exprs.decompose_agg(e, f"{_TEMP}{i}", position) for i, e in enumerate(exprs)]
         if any(p is None for p in parts):
             return None
         return self.aggregate(
@@ -260,11 +262,11 @@ class _Planner:
         )
 
     def group_by(self, node: dsl.Node) -> PlanNode | None:
-        parts = dsl.group_by_parts(node)
+        parts = dsl_nodes.group_by_parts(node)
         if parts is None:
             return None
         keys, aggs, maintain_order = parts
-        if not all(dsl.is_elementwise(k) for k in keys):
+        if not all(dsl_exprs.is_elementwise(k) for k in keys):
             return None
         return self.aggregate(node, keys=keys, aggs=aggs, maintain_order=maintain_order)
 
@@ -302,26 +304,26 @@ class _Planner:
         )
 
     def slice(self, node: dsl.Node) -> PlanNode:
-        pushed = dsl.slice_pushed_down(node)
+        pushed = dsl_nodes.slice_pushed_down(node)
         if pushed is not None:
             return self.plan(pushed)
         (child,) = dsl.node_inputs(node) or []
-        offset, length = dsl.slice_bounds(node)
+        offset, length = dsl_nodes.slice_bounds(node)
         # No frame has more rows than polars' index type holds: larger bounds overflow later.
         offset = max(-_MAX_SLICE_LEN, min(offset, _MAX_SLICE_LEN))
         length = min(length, _MAX_SLICE_LEN)
         schema = dsl.lazyframe_from_dsl(node).collect_schema()
-        child = dsl.with_expanded_selectors(child) or child
-        is_sort = dsl.node_kind(child) == "Sort" and dsl.sort_parts(child) is not None
+        child = dsl_nodes.with_expanded_selectors(child) or child
+        is_sort = dsl.node_kind(child) == "Sort" and dsl_nodes.sort_parts(child) is not None
         if is_sort and offset >= 0:
             (sorted_input,) = dsl.node_inputs(child) or []
             chain = dsl.with_inputs(node, [dsl.with_inputs(child, [dsl.leaf_marker()])])
-            local = dsl.with_slice(chain, 0, min(offset + length, _MAX_SLICE_LEN))
+            local = dsl_nodes.with_slice(chain, 0, min(offset + length, _MAX_SLICE_LEN))
             return TopK(self.plan(sorted_input), json.dumps(local), json.dumps(chain), schema)
         return Slice(self.plan(child), offset, length, schema)
 
     def sort(self, node: dsl.Node) -> PlanNode | None:
-        parts = dsl.sort_parts(node)
+        parts = dsl_nodes.sort_parts(node)
         if parts is None:
             return None
         (child,) = dsl.node_inputs(node) or []
@@ -329,18 +331,18 @@ class _Planner:
         return Sort(self.plan(child), template, parts.by, parts.descending, parts.nulls_last)
 
     def distinct(self, node: dsl.Node) -> PlanNode | None:
-        subset, maintain_order = dsl.distinct_parts(node)
+        subset, maintain_order = dsl_nodes.distinct_parts(node)
         (child,) = dsl.node_inputs(node) or []
         if subset is None:
             columns = dsl.lazyframe_from_dsl(child).collect_schema().names()
-            node = dsl.with_distinct_subset(node, columns)
-            subset, _ = dsl.distinct_parts(node)
+            node = dsl_nodes.with_distinct_subset(node, columns)
+            subset, _ = dsl_nodes.distinct_parts(node)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker()]))
         return Distinct(self.plan(child), template, subset, maintain_order)
 
     def concat(self, node: dsl.Node) -> PlanNode | None:
         horizontal = dsl.node_kind(node) == "HConcat"
-        if horizontal and not dsl.hconcat_is_plain(node):
+        if horizontal and not dsl_nodes.hconcat_is_plain(node):
             return None
         inputs = dsl.node_inputs(node) or []
         markers = [dsl.leaf_marker(i) for i in range(len(inputs))]
@@ -349,7 +351,7 @@ class _Planner:
         return Concat(planned, template, "horizontal" if horizontal else "vertical")
 
     def join(self, node: dsl.Node) -> PlanNode | None:
-        parts = dsl.join_parts(node)
+        parts = dsl_nodes.join_parts(node)
         if parts is None:
             return None
         left_node, right_node = dsl.node_inputs(node) or []
@@ -390,7 +392,7 @@ _BROADCAST_LEFT_OK: Final = frozenset({"inner", "right", "cross"})
 
 
 def _join_strategy(
-    parts: dsl.JoinParts, left_bytes: float, right_bytes: float, limit: int
+    parts: dsl_nodes.JoinParts, left_bytes: float, right_bytes: float, limit: int
 ) -> str | None:
     """``broadcast_right``, ``broadcast_left``, ``shuffle``, or ``None`` (single rank).
 
@@ -444,13 +446,13 @@ def _key_casts(
 def _is_row_wise(node: dsl.Node) -> bool:
     kind = dsl.node_kind(node)
     if kind == "Filter":
-        return dsl.is_elementwise(dsl.node_body(node)["predicate"])
+        return dsl_exprs.is_elementwise(dsl.node_body(node)["predicate"])
     if kind in ("Select", "HStack"):
-        exprs = dsl.select_exprs(node)
+        exprs = dsl_nodes.select_exprs(node)
         broadcasts_a_scalar = kind == "Select" and not dsl.references_columns(exprs)
-        return not broadcasts_a_scalar and all(dsl.is_elementwise(e) for e in exprs)
+        return not broadcasts_a_scalar and all(dsl_exprs.is_elementwise(e) for e in exprs)
     if kind == "MapFunction":
-        return dsl.map_function_name(node) in _ROW_WISE_MAP_FUNCTIONS
+        return dsl_nodes.map_function_name(node) in _ROW_WISE_MAP_FUNCTIONS
     return False
 
 
@@ -459,7 +461,7 @@ def _makes_a_row_of_nothing(node: dsl.Node) -> bool:
 
     polars makes one row of it (``pl.LazyFrame().with_columns(x=1)``), and so would every rank.
     """
-    if dsl.node_kind(node) != "HStack" or dsl.references_columns(dsl.select_exprs(node)):
+    if dsl.node_kind(node) != "HStack" or dsl.references_columns(dsl_nodes.select_exprs(node)):
         return False
     (child,) = dsl.node_inputs(node) or []
     return len(dsl.lazyframe_from_dsl(child).collect_schema()) == 0
@@ -474,7 +476,7 @@ def _decompose_all(
         return None
     outputs = []
     for index, (agg, name) in enumerate(zip(aggs, names, strict=True)):
-        parts = dsl.decompose_agg(agg, f"{_TEMP}{index}", position_column)
+        parts = dsl_exprs.decompose_agg(agg, f"{_TEMP}{index}", position_column)
         if parts is None:
             return None
         if parts.has_mean and not output_schema[name].is_float():
@@ -496,7 +498,7 @@ def _needed_columns(exprs: list[Any]) -> tuple[str, ...] | None:
 
 def _node_name(node: dsl.Node) -> str:
     kind = dsl.node_kind(node)
-    return f"{kind}({dsl.map_function_name(node)})" if kind == "MapFunction" else kind
+    return f"{kind}({dsl_nodes.map_function_name(node)})" if kind == "MapFunction" else kind
 
 
 _NODE_OPERATIONS: Final[dict[str, str]] = {
@@ -511,8 +513,10 @@ def _why_not(node: dsl.Node) -> str:
     """Why ``node`` runs on one rank, naming the user's operation (``cum_sum``, ``join_asof``)."""
     kind = dsl.node_kind(node)
     if kind in ("Select", "HStack", "Filter"):
-        exprs = [dsl.filter_predicate(node)] if kind == "Filter" else dsl.select_exprs(node)
-        operation = dsl.describe_whole_frame_operation(exprs)
+        exprs = (
+            [dsl_nodes.filter_predicate(node)] if kind == "Filter" else dsl_nodes.select_exprs(node)
+        )
+        operation = dsl_exprs.describe_whole_frame_operation(exprs)
         if operation is None and kind == "Select":
             return "a select of literals only (one row, not one per rank)"
         where = {"Select": "select", "HStack": "with_columns", "Filter": "filter"}[kind]
@@ -524,8 +528,8 @@ def _why_not(node: dsl.Node) -> str:
     if kind == "Scan":
         return "the scan reads no local files of a supported format"
     if kind == "MapFunction":
-        return f"{dsl.snake_case(dsl.map_function_name(node))} is not distributed yet"
-    return f"{_NODE_OPERATIONS.get(kind, dsl.snake_case(kind))} is not distributed yet"
+        return f"{dsl_exprs.snake_case(dsl_nodes.map_function_name(node))} is not distributed yet"
+    return f"{_NODE_OPERATIONS.get(kind, dsl_exprs.snake_case(kind))} is not distributed yet"
 
 
 def _group_by_operation(node: dsl.Node) -> str:
@@ -537,12 +541,12 @@ def _group_by_operation(node: dsl.Node) -> str:
         return "rolling (group_by over a rolling window)"
     if options.get("dynamic") is not None:
         return "group_by_dynamic"
-    operation = dsl.describe_whole_frame_operation(body["keys"])
+    operation = dsl_exprs.describe_whole_frame_operation(body["keys"])
     return f"group_by with a {operation} key" if operation else "this group_by"
 
 
 def _join_operation(node: dsl.Node) -> str:
-    how, _ = dsl.join_how_and_suffix(node)
+    how, _ = dsl_nodes.join_how_and_suffix(node)
     condition = dsl.node_body(node)["condition"]
     if how == "asof":
         return "join_asof"

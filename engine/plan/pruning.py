@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from engine.plan import dsl
+from engine.plan import dsl, dsl_nodes
 
 __all__ = ["prune_columns"]
 
@@ -44,7 +44,7 @@ def _prune(node: dsl.Node, needed: Needed) -> dsl.Node:
         return node
     names = _schema_names(node)
     keep = [name for name in names if name in needed] or names[:1]
-    return node if len(keep) == len(names) else dsl.select_columns_node(node, keep)
+    return node if len(keep) == len(names) else dsl_nodes.select_columns_node(node, keep)
 
 
 def _union(needed: Needed, more: set[str] | None) -> Needed:
@@ -52,27 +52,27 @@ def _union(needed: Needed, more: set[str] | None) -> Needed:
 
 
 def _select(node: dsl.Node, needed: Needed) -> list[Needed]:
-    return [dsl.expr_roots(dsl.select_exprs(node))]
+    return [dsl_nodes.expr_roots(dsl_nodes.select_exprs(node))]
 
 
 def _hstack(node: dsl.Node, needed: Needed) -> list[Needed]:
-    return [_union(needed, dsl.expr_roots(dsl.select_exprs(node)))]
+    return [_union(needed, dsl_nodes.expr_roots(dsl_nodes.select_exprs(node)))]
 
 
 def _filter(node: dsl.Node, needed: Needed) -> list[Needed]:
-    return [_union(needed, dsl.expr_roots([dsl.filter_predicate(node)]))]
+    return [_union(needed, dsl_nodes.expr_roots([dsl_nodes.filter_predicate(node)]))]
 
 
 def _group_by(node: dsl.Node, needed: Needed) -> list[Needed]:
-    parts = dsl.group_by_parts(node)
+    parts = dsl_nodes.group_by_parts(node)
     if parts is None:
         return [None]
     keys, aggs, _ = parts
-    return [dsl.expr_roots([*keys, *aggs])]
+    return [dsl_nodes.expr_roots([*keys, *aggs])]
 
 
 def _sort(node: dsl.Node, needed: Needed) -> list[Needed]:
-    return [_union(needed, dsl.expr_roots(dsl.sort_keys(node)))]
+    return [_union(needed, dsl_nodes.expr_roots(dsl_nodes.sort_keys(node)))]
 
 
 def _slice(node: dsl.Node, needed: Needed) -> list[Needed]:
@@ -80,31 +80,31 @@ def _slice(node: dsl.Node, needed: Needed) -> list[Needed]:
 
 
 def _distinct(node: dsl.Node, needed: Needed) -> list[Needed]:
-    subset = dsl.distinct_subset(node)
-    return [None if subset is None else _union(needed, dsl.expr_roots(subset))]
+    subset = dsl_nodes.distinct_subset(node)
+    return [None if subset is None else _union(needed, dsl_nodes.expr_roots(subset))]
 
 
 def _map_function(node: dsl.Node, needed: Needed) -> list[Needed]:
     if needed is None:
         return [None]
-    row_index = dsl.row_index_parts(node)
+    row_index = dsl_nodes.row_index_parts(node)
     if row_index is not None:
         return [needed - {row_index[0]}]
-    mapping = dsl.rename_mapping(node)
+    mapping = dsl_nodes.rename_mapping(node)
     if mapping is not None:
         return [{mapping.get(name, name) for name in needed} | set(mapping.values())]
     return [None]
 
 
 def _join(node: dsl.Node, needed: Needed) -> list[Needed]:
-    keys = dsl.join_key_exprs(node)
+    keys = dsl_nodes.join_key_exprs(node)
     if needed is None or keys is None:
         return [None, None]
-    how, suffix = dsl.join_how_and_suffix(node)
+    how, suffix = dsl_nodes.join_how_and_suffix(node)
     left_node, right_node = dsl.node_inputs(node) or []
     left_names = set(_schema_names(left_node))
     right_names = _schema_names(right_node)
-    left_keys, right_keys = dsl.expr_roots(keys[0]), dsl.expr_roots(keys[1])
+    left_keys, right_keys = dsl_nodes.expr_roots(keys[0]), dsl_nodes.expr_roots(keys[1])
     suffixed = {n for n in right_names if f"{n}{suffix}" in needed and n in left_names}
     left = _union((needed & left_names) | suffixed, left_keys)
     if how in ("semi", "anti"):

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from packaging.requirements import Requirement
 
-from engine.plan import dsl, format_plan, plan_lazyframe
+from engine.plan import dsl, dsl_exprs, format_plan, plan_lazyframe
 from engine.plan.nodes import Aggregate, Join, RowWise, ScanSource
 from engine.plan.pruning import prune_columns
 
@@ -99,7 +99,7 @@ def test_explain_golden(scan, tmp_path):
 def test_elementwise_classification(expr, elementwise):
     import json
 
-    assert dsl.is_elementwise(json.loads(expr.meta.serialize(format="json"))) is elementwise
+    assert dsl_exprs.is_elementwise(json.loads(expr.meta.serialize(format="json"))) is elementwise
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_elementwise_classification(expr, elementwise):
 def test_aggregation_decomposition(expr, decomposes):
     import json
 
-    found = dsl.decompose_agg(json.loads(expr.meta.serialize(format="json")), "_t")
+    found = dsl_exprs.decompose_agg(json.loads(expr.meta.serialize(format="json")), "_t")
     assert (found is not None) is decomposes
 
 
