@@ -1,4 +1,4 @@
-"""Imports inside ``engine/`` flow one way (docs/architecture.md, "The house").
+"""Imports inside ``engine/`` flow one way (docs/architecture.md, "Map of modules").
 
 Read from the source with ``ast``, function-level imports included (they hide loops, they do
 not break them): the planner knows no executor, the observation code (stats, progress,
