@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import polars as pl
 
@@ -274,30 +274,33 @@ def sort_parts(node: Node) -> SortParts | None:
     )
 
 
-_ROW_PRESERVING_MAPS: Final = frozenset({"Rename", "FillNan", "Unnest", "Hint"})
-
-
 def slice_pushed_down(node: Node) -> Node | None:
-    """``Slice(f(x))`` as ``f(Slice(x))`` when ``f`` keeps every row and computes it alone.
+    """``Slice(f(x))`` as ``f(Slice(x))`` when ``f`` computes each row alone and may fail.
 
     polars pushes slices below such nodes, so a fallible expression (``list.get``, a strict
     cast) only ever sees the rows kept; evaluating it on a whole rank share first would raise
-    where polars does not. ``None`` when the node under the slice is not such a node.
+    where polars does not. Plain projections stay above the slice (they cannot fail, and
+    fused with the scan they keep its column pruning). ``None``: leave the slice where it is.
     """
     (child,) = node_inputs(node) or [None]
-    if child is None:
+    if child is None or node_kind(child) not in ("Select", "HStack"):
         return None
-    kind = node_kind(child)
-    if kind in ("Select", "HStack"):
-        exprs = select_exprs(child)
-        if not exprs or not all(is_elementwise(e) for e in exprs):
-            return None
-        if not references_columns(exprs):  # literals alone: one row even of no columns
-            return None
-    elif not (kind == "MapFunction" and map_function_name(child) in _ROW_PRESERVING_MAPS):
+    exprs = select_exprs(child)
+    if not exprs or not all(is_elementwise(e) for e in exprs):
         return None
+    if not references_columns(exprs):  # literals alone: one row even of no columns
+        return None
+    if all(_is_projection(e) for e in exprs):
+        return None  # cannot fail; kept above the slice, it stays fused with the scan
     (grandchild,) = node_inputs(child) or []
     return with_inputs(child, [with_inputs(node, [grandchild])])
+
+
+def _is_projection(expr: Any) -> bool:
+    """A column read as it is (``pl.col("a")``, ``pl.col("a").alias("b")``)."""
+    if isinstance(expr, dict) and "Alias" in expr:
+        expr = expr["Alias"][0]
+    return isinstance(expr, dict) and set(expr) == {"Column"}
 
 
 def with_slice(node: Node, offset: int, length: int) -> Node:
