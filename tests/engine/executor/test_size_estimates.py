@@ -92,3 +92,25 @@ def test_text_formats_are_taken_at_file_size(tmp_path):
     path = tmp_path / "a.csv"
     pl.DataFrame({"a": list(range(1000))}).write_csv(path)
     assert scan_size("csv", [str(path)]).total_bytes == os.path.getsize(path)
+
+
+def test_a_selective_filter_makes_a_large_dimension_small_enough_to_broadcast(tmp_path) -> None:
+    """TPC-H Q17's ``part`` at SF10: too large to broadcast as read, tiny after its filter.
+
+    Sized before the filter, both sides were hash-shuffled (all of ``lineitem``, 1.8 GiB).
+    """
+    parts = tmp_path / "parts.parquet"
+    facts = tmp_path / "facts.parquet"
+    pl.DataFrame(
+        {"k": list(range(ROWS)), "brand": [f"brand#{i % 1000}" for i in range(ROWS)]}
+    ).write_parquet(parts)
+    pl.DataFrame({"k": [i % ROWS for i in range(2 * ROWS)], "x": range(2 * ROWS)}).write_parquet(
+        facts
+    )
+    dims = pl.scan_parquet(parts).filter(pl.col("brand") == "brand#7")
+    query = pl.scan_parquet(facts).join(dims, on="k")
+    limit = 64 * 1024  # the filtered side: 100 rows; unfiltered: about 2 MiB
+    assert _strategies(query, limit) == ["broadcast_right"]
+    assert _strategies(pl.scan_parquet(facts).join(pl.scan_parquet(parts), on="k"), limit) == [
+        "shuffle"
+    ]
