@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+
+from engine.plan.dsl import serialize_plan, walk_exprs
 
 _ORIGINAL_COLLECT: Final = pl.LazyFrame.collect
 _STATE: dict[str, Any] = {"engine": None, "test": None, "records": None}
@@ -146,19 +147,25 @@ def _judge_open_order(
         return {"outcome": "nondeterministic", "detail": verdict["detail"]}
     if verdict["outcome"] == "order" and not _same_in_order(theirs, again):
         return {"outcome": "order", "detail": "polars' own row order changes between runs"}
-    column_unique = _has_unordered_column_unique(lf)
+    tree = _plan_tree(lf)
+    column_unique = tree is not None and _has_unordered_column_unique(tree)
     if verdict["outcome"] == "wrong" and column_unique and _each_column_same_values(ours, theirs):
         return {"outcome": "order", "detail": "unique() of a column leaves its order open"}
-    undefined_by = _order_undefined_by(lf)
+    undefined_by = "a plan polars cannot serialize" if tree is None else _order_undefined_by(tree)
     if verdict["outcome"] == "wrong" and undefined_by and _same_rows_and_lists(ours, theirs):
         return {
             "outcome": "order",
             "detail": f"lists gather rows of an open order ({undefined_by})",
         }
-    if verdict["outcome"] == "wrong" and undefined_by and _observes_order(lf):
+    if verdict["outcome"] == "wrong" and undefined_by and _observes_order(tree):
         detail = f"an order-sensitive expression over an open order ({undefined_by})"
         return {"outcome": "order", "detail": detail}
-    if verdict["outcome"] == "wrong" and undefined_by and _slices(lf) and _same_shape(ours, theirs):
+    if (
+        verdict["outcome"] == "wrong"
+        and undefined_by
+        and _slices(tree)
+        and _same_shape(ours, theirs)
+    ):
         return {
             "outcome": "order",
             "detail": f"a slice picks rows of an open order ({undefined_by})",
@@ -231,19 +238,13 @@ def _same(first: Any, second: Any) -> bool:
 _UNORDERED_JOIN: Final = ("None", "none", None)
 
 
-def _order_undefined_by(lf: pl.LazyFrame) -> str | None:
+def _order_undefined_by(tree: Any) -> str | None:
     """The plan node for which polars leaves the row order open, if any.
 
     ``group_by`` and ``unique`` without ``maintain_order``, joins without ``maintain_order``
     (and full joins ordered by one side only) and sorts without ``maintain_order`` (ties) do
     not define the order of their output.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            tree = json.loads(lf.serialize(format="json"))
-        except Exception:
-            return "a plan polars cannot serialize"
     for node in _walk(tree):
         reason = _leaves_order_open(node)
         if reason is not None:
@@ -310,11 +311,11 @@ _ORDER_SENSITIVE: Final = frozenset(
 _PLAN_INPUTS: Final = ("input", "input_left", "input_right", "inputs")
 
 
-def _observes_order(lf: pl.LazyFrame) -> bool:
+def _observes_order(tree: Any) -> bool:
     """Whether an expression above a node that leaves the order open computes something from
     the order of rows (``a.sort() + a``, ``first()``, a Python function over a column): then
     polars' own answer is one of several."""
-    return _order_observed_above_open(_plan_tree(lf), above=False)
+    return _order_observed_above_open(tree, above=False)
 
 
 def _order_observed_above_open(node: Any, *, above: bool) -> bool:
@@ -336,9 +337,9 @@ def _order_observed_above_open(node: Any, *, above: bool) -> bool:
     return any(_order_observed_above_open(child, above=sensitive) for child in flat)
 
 
-def _slices(lf: pl.LazyFrame) -> bool:
+def _slices(tree: Any) -> bool:
     """Whether the plan takes a slice (``head``, ``tail``, ``slice``) of its rows."""
-    return any("Slice" in node for node in _walk(_plan_tree(lf)))
+    return any("Slice" in node for node in _walk(tree))
 
 
 def _same_shape(ours: Any, theirs: Any) -> bool:
@@ -346,19 +347,18 @@ def _same_shape(ours: Any, theirs: Any) -> bool:
     return frames and ours.schema == theirs.schema and ours.height == theirs.height
 
 
-def _plan_tree(lf: pl.LazyFrame) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return json.loads(lf.serialize(format="json"))
-        except Exception:
-            return {}
+def _plan_tree(lf: pl.LazyFrame) -> Any | None:
+    """The plan as the engine's planner reads it (``None``: polars cannot serialize it)."""
+    try:
+        return serialize_plan(lf)
+    except Exception:
+        return None
 
 
-def _has_unordered_column_unique(lf: pl.LazyFrame) -> bool:
+def _has_unordered_column_unique(tree: Any) -> bool:
     """Whether an expression calls ``unique()`` without ``maintain_order`` (each column's own
     order is open, so rows are not kept together)."""
-    return any(node.get("function") == {"Unique": False} for node in _walk(_plan_tree(lf)))
+    return any(node.get("function") == {"Unique": False} for node in _walk(tree))
 
 
 def _each_column_same_values(ours: Any, theirs: Any) -> bool:
@@ -373,14 +373,9 @@ def _each_column_same_values(ours: Any, theirs: Any) -> bool:
         return False
 
 
-def _walk(tree: Any) -> Generator[dict[str, Any]]:
-    if isinstance(tree, dict):
-        yield tree
-        for value in tree.values():
-            yield from _walk(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _walk(value)
+def _walk(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every object of a plan's JSON tree (nodes, expressions, options), parents first."""
+    return (sub for sub in walk_exprs(tree) if isinstance(sub, dict))
 
 
 def _describe(error: BaseException) -> str:
