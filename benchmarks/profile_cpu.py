@@ -27,7 +27,7 @@ import polars as pl
 
 from benchmarks.tpch.data import scan_tables, table_paths
 from benchmarks.tpch.queries import QUERIES
-from benchmarks.tpch.run import parse_query_numbers
+from benchmarks.tpch.run import benchmark_cluster, parse_query_numbers
 
 Totals = dict[str, list[float]]
 """Category -> [exclusive seconds, calls, inclusive seconds, longest call]."""
@@ -214,7 +214,7 @@ def _one_row(this: Any, client: Any, engine: Any, runs: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile the queries; print one block per query and the one-row latency."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     # Under ``python -m`` this file is ``__main__``: the workers and the timers need the module.
     from benchmarks import profile_cpu as this
@@ -252,15 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables, sliced = scan_tables(args.data_dir), _sliced_tables(args.data_dir)
     records: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)}, "queries": {}}
     with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=threads,
-            processes=True,
-            memory_limit=plan.memory_limit_bytes,
-            dashboard_address=":0",
-            host="127.0.0.1",
-            env={"POLARS_MAX_THREADS": str(threads)},
-        ) as cluster,
+        benchmark_cluster(args.workers, threads, plan.memory_limit_bytes) as cluster,
         Client(cluster) as client,
         DaskEngine(dask_client=client, engine_options=options) as engine,
     ):

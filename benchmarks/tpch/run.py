@@ -267,9 +267,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def benchmark_cluster(n_workers: int, threads: int, memory_limit_bytes: int) -> Any:
+    """The benchmarks' LocalCluster: one process per worker, ``threads`` polars threads each.
+
+    ``POLARS_MAX_THREADS`` goes in the worker's environment because polars sizes its pool when
+    the worker imports it.
+    """
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=memory_limit_bytes,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        env={"POLARS_MAX_THREADS": str(threads)},
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 1 when the engines' answers disagree on any query."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from engine.local_cluster import plan_this_host
 
@@ -287,15 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     start = time.perf_counter()
     with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=threads,
-            processes=True,
-            memory_limit=plan.memory_limit_bytes,
-            dashboard_address=":0",
-            host="127.0.0.1",
-            env={"POLARS_MAX_THREADS": str(threads)},
-        ) as cluster,
+        benchmark_cluster(args.workers, threads, plan.memory_limit_bytes) as cluster,
         Client(cluster) as client,
     ):
         print(f"cluster started in {time.perf_counter() - start:.1f} s")
