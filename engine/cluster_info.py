@@ -37,6 +37,9 @@ class WorkerInfo:
     """Network interfaces nearest the worker's GPU (from the binding), else empty."""
     polars_threads: int | None = None
     """Size of the worker's polars thread pool (binding, else ``POLARS_MAX_THREADS``)."""
+    memory_resource: str | None = None
+    """RMM resource the device backend allocates from (``memory_resource_config``); ``None``
+    where queries run on the CPU executor."""
 
     def __getitem__(self, name: str) -> Any:
         try:

@@ -15,6 +15,7 @@ This module is also a nanny preload alias: ``--preload-nanny engine.dask`` does 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from distributed import Client, LocalCluster
     from polars.lazyframe.opt_flags import QueryOptFlags
 
+    from engine.backend import DeviceBackend
     from engine.executor.dispatch import DistributedQueryResult
     from engine.executor.results import InMemoryQueryResult
     from engine.stats import QueryStats
@@ -111,6 +113,7 @@ class DaskEngine(pl.Engine):
     def _init(
         self, options: StreamingOptions, *, dask_client: Client | None, n_workers: int | None
     ) -> None:
+        from engine.backend import pick_cluster_backend, start_device
         from engine.comm.bootstrap import CommGroup, open_communicators
 
         refuse_inside_rrun(os.environ, "DaskEngine")
@@ -119,6 +122,8 @@ class DaskEngine(pl.Engine):
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
         self._comm: CommGroup | None = None
+        self._device: DeviceBackend | None = None
+        """The device-resident GPU backend, when every worker runs one (``fragment_engine``)."""
         self._owns_client = dask_client is None
         self._closed = False
         self.last_query_stats: QueryStats | dict[str, Any] | None = None
@@ -132,18 +137,59 @@ class DaskEngine(pl.Engine):
                 self.options.hardware_binding,
                 polars_threads=self.options.num_streaming_threads,
             )
+            backend = pick_cluster_backend(self._client, self.options.fragment_engine)
             # One communicator per worker for the engine's lifetime; every query reuses it.
             self._comm = open_communicators(
                 self._client,
-                transport=self.options.transport,
+                transport=self._communicator_transport(backend),
                 timeout_s=self.options.comm_timeout_s,
                 ucxx_fast_same_host=self.options.ucxx_fast_same_host,
             )
             self._workers = list(self._comm.worker_addresses)
             self._configure_logging()
+            if backend == "device":
+                self._device = self._start_device(start_device)
         except BaseException:
             self.shutdown()
             raise
+
+    def _start_device(self, start_device: Any) -> DeviceBackend | None:
+        """Bootstrap the device backend; under ``fragment_engine="auto"`` a failure warns.
+
+        ``auto`` promises the best backend that runs: a GPU cluster whose device backend does
+        not start (a cudf-polars/driver mismatch, say) still answers, on the CPU executor.
+        """
+        gpus = [info.gpu_uuid for info in self._placements()]
+        try:
+            return start_device(self.client, self.options, gpus)
+        except Exception as error:
+            if self.options.fragment_engine == "gpu":
+                raise
+            warnings.warn(
+                f"the GPU workers' device backend did not start ({type(error).__name__}: "
+                f"{error}); queries run on the CPU executor. Set fragment_engine='gpu' to make "
+                "this an error, or 'cpu' to silence it",
+                UserWarning,
+                stacklevel=5,
+            )
+            return None
+
+    def _communicator_transport(self, backend: str) -> str:
+        """Our communicator's transport; on the device backend it carries only CPU fallbacks.
+
+        There rapidsmpf owns UCX in every worker process (one UCX context per process, its
+        settings), so ours goes over TCP, and an explicit ``transport="ucxx"`` is refused.
+        """
+        if backend != "device":
+            return self.options.transport
+        if self.options.transport == "ucxx":
+            raise ValueError(
+                "StreamingOptions.transport='ucxx' cannot be used on GPU workers: their "
+                "device-resident backend (cudf-polars, rapidsmpf) owns each worker's UCX "
+                "context; leave transport='auto' (our communicator then uses tcp for CPU "
+                "fallbacks), or set fragment_engine='cpu' to run on our executor over UCXX"
+            )
+        return "tcp"
 
     def _configure_logging(self) -> None:
         """Prefix every worker's log lines with its rank and host; apply ``log_level``."""
@@ -196,7 +242,19 @@ class DaskEngine(pl.Engine):
         return len(self._workers)
 
     def gather_cluster_info(self) -> list[WorkerInfo]:
-        """Placement of every worker, in rank order (host, then local index)."""
+        """Placement of every worker, in rank order (host, then local index).
+
+        ``memory_resource`` names the RMM resource queries allocate from on GPU workers (the
+        one ``memory_resource_config`` asked for), ``None`` on CPU workers.
+        """
+        self._check_open()
+        infos = self._placements()
+        if self._device is None:
+            return infos
+        resource = self._device.memory_resource
+        return [dataclasses.replace(info, memory_resource=resource) for info in infos]
+
+    def _placements(self) -> list[WorkerInfo]:
         records = self.client.run(describe_this_worker)
         return in_rank_order(records.values())
 
@@ -221,6 +279,10 @@ class DaskEngine(pl.Engine):
             )
         from engine.executor.client import collect_query
 
+        if self._device is not None:
+            from engine.backend import collect_on_device
+
+            return collect_on_device(self, lf, _optimizations(optimizations))
         with observe_query(self.options.progress) as observation:
             result = collect_query(self, lf, _optimizations(optimizations))
         if observation.stats is not None:
@@ -248,6 +310,10 @@ class DaskEngine(pl.Engine):
         from engine.executor.results import InMemoryQueryResult
 
         self._check_open()
+        if self._device is not None:  # the result is gathered: cudf-polars keeps no handle
+            from engine.backend import collect_on_device
+
+            return InMemoryQueryResult(collect_on_device(self, lf, _optimizations(optimizations)))
         result = execute_query(self, lf, _optimizations(optimizations))
         if isinstance(result, SingleNodeQueryResult):  # ran on the client: same interface
             return InMemoryQueryResult(result.lazy().collect())
@@ -273,6 +339,11 @@ class DaskEngine(pl.Engine):
         from engine.executor.client import sink_query
 
         self._check_open()
+        if self._device is not None:
+            from engine.backend import sink_on_device
+
+            sink_on_device(self, lf, file_format, path, kwargs)
+            return
         with observe_query(self.options.progress) as observation:
             sink_query(self, lf, file_format, path, kwargs)
         if observation.stats is not None:
@@ -295,6 +366,10 @@ class DaskEngine(pl.Engine):
         from engine.profile import render_plan
 
         self._check_open()
+        if self._device is not None:
+            from engine.backend import explain_on_device
+
+            return explain_on_device(self, lf, format, path)
         return render_plan(self, lf, format, path)
 
     def shutdown(self) -> None:
@@ -302,6 +377,9 @@ class DaskEngine(pl.Engine):
         if self._closed:
             return
         self._closed = True
+        if self._device is not None:
+            with contextlib.suppress(Exception):
+                self._device.shutdown()
         if self._comm is not None:
             with contextlib.suppress(Exception):
                 self._comm.close()

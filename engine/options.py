@@ -55,7 +55,9 @@ class StreamingOptions:
     fallback_mode: FallbackMode = "warn"
     """What an operation the planner cannot distribute does: warn, raise, or run silently."""
     memory_resource_config: Mapping[str, Any] | None = None
-    """RMM memory resource of GPU workers (e.g. ``{"pool": True}``); ignored on CPU workers."""
+    """RMM memory resource of GPU workers, in cudf-polars' shape:
+    ``{"qualname": "rmm.mr.CudaAsyncMemoryResource", "options": {...}}``; ``None``: cudf-polars'
+    default. CPU workers have none to set."""
     hardware_binding: HardwareBindingPolicy = field(default_factory=HardwareBindingPolicy)
     """Which CPU/NUMA/NIC binding the engine applies to each worker."""
     target_partition_size: int = 128 * _MIB
@@ -69,7 +71,9 @@ class StreamingOptions:
     comm_timeout_s: float = 60.0
     """Seconds a collective waits for a peer before every rank raises instead of hanging."""
     fragment_engine: FragmentEngine = "auto"
-    """Polars engine for fragments: ``gpu`` (cudf-polars) when the worker owns a GPU (``auto``)."""
+    """Where queries run: ``gpu``, device-resident on every worker's GPU (cudf-polars' streaming
+    engine); ``cpu``, our executor with polars fragments; ``auto``, ``gpu`` when every worker
+    owns a GPU and cudf-polars imports, else ``cpu``."""
     ucxx_fast_same_host: bool = False
     """Let UCX use shared memory/CMA between ranks of one host: several times faster there, but
     UCX then cannot turn a peer's death into an error (a dead peer can abort the reader)."""
@@ -84,6 +88,16 @@ class StreamingOptions:
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             _VALIDATORS[spec.name](getattr(self, spec.name))
+
+    def set_by_user(self) -> frozenset[str]:
+        """Names of the fields passed to the constructor (or, once resolved, from the environment).
+
+        The device backend hands only these to cudf-polars, which has its own defaults.
+
+        >>> sorted(StreamingOptions(broadcast_limit=1).set_by_user())
+        ['broadcast_limit']
+        """
+        return _explicit_fields(self)
 
     def resolved(self, environ: Mapping[str, str]) -> StreamingOptions:
         """These options, with every field not passed explicitly taken from ``environ``.
@@ -201,9 +215,27 @@ def _check_policy(value: object) -> None:
 
 
 def _check_memory_resource_config(value: object) -> None:
-    if value is not None and not isinstance(value, Mapping):
+    """cudf-polars' ``MemoryResourceConfig`` shape, checked here so a typo fails at once.
+
+    >>> _check_memory_resource_config({"pool": True})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: StreamingOptions.memory_resource_config={'pool': True} must be a mapping with a ...
+    """
+    if value is None:
+        return
+    shape_ok = (
+        isinstance(value, Mapping)
+        and set(value) <= {"qualname", "options"}
+        and isinstance(value.get("qualname"), str)
+        and "." in value["qualname"]
+        and (value.get("options") is None or isinstance(value["options"], Mapping))
+    )
+    if not shape_ok:
         raise ValueError(
-            f"StreamingOptions.memory_resource_config={value!r} must be a mapping or None"
+            f"StreamingOptions.memory_resource_config={value!r} must be a mapping with a "
+            "'qualname' such as 'rmm.mr.CudaAsyncMemoryResource' (the class to create) and "
+            "optionally 'options' (its arguments), or None"
         )
 
 

@@ -347,6 +347,32 @@ class QueryStats:
             records=tuple(records),
         )
 
+    @classmethod
+    def of_whole_query(
+        cls, operation: str, *, seconds: float, nranks: int, rows_out: int
+    ) -> QueryStats:
+        """Stats of a query run as one unit by another engine (the device backend).
+
+        Its stages are that engine's own: one row, the wall time on the client and the rows out.
+        """
+        stage = StageStats(
+            stage=0,
+            operation=operation,
+            exchange=None,
+            ranks=nranks,
+            seconds_max=seconds,
+            seconds_mean=seconds,
+            rows_scanned=0,
+            bytes_scanned=0,
+            rows_out=rows_out,
+            bytes_shuffled=0,
+            bytes_spilled=0,
+            time_skew=1.0,
+            rows_skew=1.0,
+            fallback=False,
+        )
+        return cls(seconds=seconds, nranks=nranks, stages=(stage,), fallbacks=(), records=())
+
     @property
     def bytes_shuffled(self) -> int:
         """Bytes all ranks sent to other ranks."""

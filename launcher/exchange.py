@@ -5,7 +5,10 @@ other rank *fetches* it. Three channels, chosen by :func:`launcher.spec.plan_job
 
 - MPI broadcast when the ranks share an MPI world (no filesystem needed);
 - a rendezvous on the first host of ``SLURM_STEP_NODELIST``, on ports derived from the job and
-  step id, the secret part sealed with MUNGE (:mod:`launcher.munge`);
+  step id, the secret part sealed with MUNGE (:mod:`launcher.munge`). Those ports lie in the
+  kernel's ephemeral range, so another program (a Dask listener of this very user, say) may hold
+  one: the rendezvous greets first with :data:`GREETING`, and a rank says nothing to a port that
+  does not greet so;
 - a scheduler file (``--scheduler-file``), written atomically with mode 0600; a file left by an
   earlier job is recognised by its job id or age and waited past, never used. It names the TLS
   key's file in the private job directory instead of holding the key, and rank 0 deletes it
@@ -30,6 +33,7 @@ from launcher.munge import MungeError, open_sealed, seal
 from launcher.security import write_private
 
 __all__ = [
+    "GREETING",
     "RendezvousServer",
     "fetch_from_rendezvous",
     "mpi_share_contact",
@@ -41,6 +45,19 @@ __all__ = [
 _POLL_S = 0.05
 _REPLY_TIMEOUT_S = 30.0
 """How long a rendezvous answer may take (a loaded node's munged can take seconds)."""
+_GREETING_TIMEOUT_S = 5.0
+"""How long a rank waits for the greeting: it needs no munge, only a thread to accept."""
+
+_MAX_LINE = 1 << 20
+"""Longest request or reply line read: a contact with its sealed TLS key is a few KiB."""
+
+GREETING = b"polars-hpc-rendezvous 1\n"
+"""The first line a rendezvous sends on every connection, before it reads anything.
+
+A rank sends its request only after this line: a foreign service that took one of the derived
+ports never receives bytes it would misread, and the rank moves on at once instead of waiting
+out a reply that never comes.
+"""
 
 
 def mpi_share_contact(
@@ -111,7 +128,8 @@ class RendezvousServer:
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(_REPLY_TIMEOUT_S)
-        request = json.loads(conn.makefile("r").readline())
+        conn.sendall(GREETING)
+        request = json.loads(conn.makefile("rb").readline(_MAX_LINE))
         if request["job"] != self.contact.job:
             conn.sendall(b"error: job " + self.contact.job.encode() + b"\n")
             return
@@ -129,13 +147,21 @@ class RendezvousServer:
 
 
 def _ask(host: str, port: int, request: bytes) -> str | None:
-    """One rendezvous attempt: the reply line, or ``None`` when nobody (right) listens yet."""
+    """One rendezvous attempt: the reply line, or ``None`` when nobody (right) listens yet.
+
+    Replies are read as bytes and decoded last: whatever a foreign listener sends must not
+    raise here, it only makes this port the wrong one.
+    """
     try:
-        with socket.create_connection((host, port), timeout=5) as conn:
+        with socket.create_connection((host, port), timeout=_GREETING_TIMEOUT_S) as conn:
+            conn.settimeout(_GREETING_TIMEOUT_S)
+            lines = conn.makefile("rb")
+            if lines.readline(len(GREETING)) != GREETING:
+                return None
             conn.settimeout(_REPLY_TIMEOUT_S)
             conn.sendall(request)
-            reply = conn.makefile("r").readline().strip()
-    except OSError:
+            reply = lines.readline(_MAX_LINE).decode().strip()
+    except (OSError, UnicodeDecodeError):
         return None
     return reply if reply.startswith(("munge:", "plain:")) else None
 

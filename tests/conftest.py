@@ -37,7 +37,10 @@ def dask_client_of_size() -> Iterator[Callable[[int], Client]]:
     """Give a client of a real LocalCluster with ``n`` single-threaded worker processes.
 
     Clusters are cached per size for the session: starting one costs about a second on the
-    2-core CI machine, and most tests only read from them.
+    2-core CI machine, and most tests only read from them. Each call waits until all ``n``
+    workers are connected: a loaded machine can return from ``LocalCluster`` before the last
+    worker registered (CI once opened a 3-rank group on the 4-worker cluster), and a nanny
+    restarting a worker leaves a gap as well.
     """
     clusters: dict[int, tuple[LocalCluster, Client]] = {}
 
@@ -53,7 +56,9 @@ def dask_client_of_size() -> Iterator[Callable[[int], Client]]:
                 env={"POLARS_MAX_THREADS": "1"},
             )
             clusters[n_workers] = (cluster, Client(cluster))
-        return clusters[n_workers][1]
+        client = clusters[n_workers][1]
+        client.wait_for_workers(n_workers, timeout=60)
+        return client
 
     yield get
     for cluster, client in clusters.values():

@@ -108,7 +108,6 @@ def _settings(engine: Any, sink: SinkRequest | None = None) -> RankSettings:
         query_id=new_query_id(),
         scope_id=group.new_scope_id() if group is not None else 1,
         limits=PartitionLimits(options.target_partition_size, options.max_rows_per_partition),
-        fragment_engine=options.fragment_engine,
         sink=sink,
         polars_environ=client_polars_environ(os.environ),
     )

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from engine.backend import choose_backend, rank_backend
 from engine.comm.base import CommunicatorError, PeerFailedError, QueryAbortedError
 from engine.executor.counting import CountingCommunicator
 from engine.executor.exchange import SpillPolicy
 from engine.executor.frames import concat_frames
 from engine.executor.polars_environ import PolarsEnviron, applied_polars_environ
-from engine.executor.rank import PartitionLimits
+from engine.executor.rank import PartitionLimits, RankExecutor
+from engine.executor.reads import ReadObservingRunner
 from engine.executor.results import HeadFrame, concat_result, rank_frames
 from engine.executor.sinks import SinkRequest, write_part
 from engine.logs import RANK_TASK_PREFIX
@@ -130,7 +130,6 @@ class RankSettings:
     query_id: str
     scope_id: int
     limits: PartitionLimits
-    fragment_engine: Literal["auto", "cpu", "gpu"]
     sink: SinkRequest | None = None
     spill_fraction: float = 0.25
     """Received shuffle data above this share of the worker's memory limit spills to disk."""
@@ -235,14 +234,14 @@ def _run_rank(
         os.path.join(worker.local_directory, "polars-hpc-spill"),
         int(limit * settings.spill_fraction) if limit else None,
     )
-    backend = choose_backend(settings.fragment_engine)
     tags = _tag_source(settings.query_id)
     assert plan.root is not None
     with _communicator(settings, rank, lookup).query_scope(settings.scope_id) as scoped:
         comm = CountingCommunicator(scoped)
         sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
         stages = StageRecorder(plan, comm, sender, spill)
-        executor = rank_backend(backend, plan, comm, frames, tags, settings.limits, spill, stages)
+        runner = ReadObservingRunner(stages)
+        executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)
             return RankOutput(frame, comm.bytes_sent, stages=stages.records())

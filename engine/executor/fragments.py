@@ -56,8 +56,7 @@ class FragmentRunner:
     """Builds and collects fragment LazyFrames with one polars engine.
 
     ``polars_engine`` is what ``LazyFrame.collect(engine=...)`` takes: polars' ``"in-memory"``
-    engine for the CPU executor, or the GPU backend's ``pl.GPUEngine``
-    (:func:`engine.gpu.fragments.gpu_fragment_engine`); :mod:`engine.backend` picks.
+    engine by default (``benchmarks/profile_cpu.py`` tries others).
     """
 
     def __init__(self, polars_engine: Any = "in-memory") -> None:

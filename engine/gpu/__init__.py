@@ -1,7 +1,6 @@
-"""The GPU backend: plans run on a rank's GPU.
+"""The GPU backend: queries run device-resident on every worker's GPU.
 
-Today it is the GPU *fragment* path: the CPU executor's plan walk with every fragment collected
-by cudf-polars (:mod:`engine.gpu.fragments`). The device-resident backend (frames kept on the
-GPU between stages, issue 14) will live here too. Nothing here imports :mod:`engine.executor`;
-:mod:`engine.backend` is the one module that picks between the two.
+:mod:`engine.gpu.device` drives cudf-polars' streaming engine with the engine's Dask client.
+Nothing here imports :mod:`engine.executor`; :mod:`engine.backend` is the one module that picks
+between the two backends.
 """

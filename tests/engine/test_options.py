@@ -39,7 +39,8 @@ def test_unknown_field_is_a_type_error_listing_valid_fields():
         ("comm_timeout_s", 0, "positive number"),
         ("fragment_engine", "tpu", "'auto', 'cpu', 'gpu'"),
         ("hardware_binding", False, "HardwareBindingPolicy"),
-        ("memory_resource_config", "pool", "mapping or None"),
+        ("memory_resource_config", "pool", "mapping with a 'qualname'"),
+        ("memory_resource_config", {"pool": True}, "mapping with a 'qualname'"),
     ],
 )
 def test_bad_value_is_a_value_error_naming_the_field(field, value, match):
@@ -52,14 +53,14 @@ def test_environment_fills_what_was_not_passed():
         "POLARS_HPC_FALLBACK_MODE": "raise",
         "POLARS_HPC_BROADCAST_LIMIT": "1024",
         "POLARS_HPC_HARDWARE_BINDING": "off",
-        "POLARS_HPC_MEMORY_RESOURCE_CONFIG": '{"pool": true}',
+        "POLARS_HPC_MEMORY_RESOURCE_CONFIG": '{"qualname": "rmm.mr.CudaMemoryResource"}',
         "POLARS_HPC_COMM_TIMEOUT_S": "5.5",
     }
     opts = StreamingOptions(broadcast_limit=7).resolved(environ)
     assert opts.fallback_mode == "raise"
     assert opts.broadcast_limit == 7  # explicit beats the environment
     assert opts.hardware_binding == HardwareBindingPolicy(enabled=False)
-    assert opts.memory_resource_config == {"pool": True}
+    assert opts.memory_resource_config == {"qualname": "rmm.mr.CudaMemoryResource"}
     assert opts.comm_timeout_s == 5.5
 
 

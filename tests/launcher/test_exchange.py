@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import stat
 import threading
 import time
@@ -10,6 +12,7 @@ import pytest
 
 from launcher.contact import ClusterContact, job_identity
 from launcher.exchange import (
+    GREETING,
     RendezvousServer,
     fetch_from_rendezvous,
     read_scheduler_file,
@@ -70,6 +73,63 @@ def test_rendezvous_of_another_job_is_not_taken():
     try:
         with pytest.raises(TimeoutError, match="found no scheduler at the rendezvous"):
             fetch_from_rendezvous("127.0.0.1", [server.port], job="99.0", rank=1, timeout_s=0.5)
+    finally:
+        server.close()
+
+
+class ForeignListener:
+    """A service on one of the derived ports that speaks first, as a Dask listener does.
+
+    It sends binary with a newline and bytes that are not UTF-8, and records what it is sent.
+    """
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.received = bytearray()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections.append(conn)  # held open, as a listener that misread us would
+            conn.sendall(b"\x82\xa3op\xff\xfe\n\x93")
+            conn.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                self.received += conn.recv(1024)
+
+    def close(self) -> None:
+        self.socket.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_a_foreign_listener_on_a_derived_port_is_passed_over_and_told_nothing():
+    foreign = ForeignListener()
+    server = RendezvousServer(contact("88.0"), [0])
+    try:
+        started = time.monotonic()
+        got = fetch_from_rendezvous(
+            "127.0.0.1", [foreign.port, server.port], job="88.0", rank=1, timeout_s=10
+        )
+        assert got.job == "88.0"
+        assert time.monotonic() - started < 3  # not a reply timeout per foreign port
+        assert foreign.connections, "the foreign port was never tried"
+        assert bytes(foreign.received) == b""
+    finally:
+        server.close()
+        foreign.close()
+
+
+def test_the_rendezvous_greets_before_it_reads():
+    server = RendezvousServer(contact("88.0"), [0])
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            assert conn.makefile("rb").readline() == GREETING
     finally:
         server.close()
 

@@ -51,7 +51,7 @@ WRONG_VALUES = [
     ("num_streaming_threads", 2.5, "positive integer or None"),
     ("ucxx_fast_same_host", "yes", "True or False"),
     ("hardware_binding", {"enabled": False}, "HardwareBindingPolicy"),
-    ("memory_resource_config", [("pool", True)], "mapping or None"),
+    ("memory_resource_config", [("pool", True)], "mapping with a 'qualname'"),
 ]
 
 

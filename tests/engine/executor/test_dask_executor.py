@@ -179,7 +179,18 @@ def test_unserializable_query_runs_on_the_client(engine_of):
         lf.collect(engine=engine_of(1, fallback_mode="raise"))
 
 
-def test_gpu_fragment_engine_needs_a_gpu(engine_of):
+def test_gpu_backend_on_workers_without_gpus_is_refused_naming_them(dask_client_of_size):
+    """CPU workers (no CUDA_VISIBLE_DEVICES, no cudf-polars here) cannot run the device backend."""
+    from engine.dask import DaskEngine
+
+    client = dask_client_of_size(2)
+    with pytest.raises(RuntimeError, match="fragment_engine='gpu' needs every worker") as raised:
+        DaskEngine(dask_client=client, engine_options={"fragment_engine": "gpu"})
+    for address in client.ncores():
+        assert address in str(raised.value)
+
+
+def test_gpu_backend_runs_where_the_worker_owns_a_gpu(engine_of):
     """Skips without a GPU; with one, a missing cudf-polars is a skip that CI refuses."""
     if nvml_device_count() == 0:
         pytest.skip("no NVIDIA GPU visible through NVML")

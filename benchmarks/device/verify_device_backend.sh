@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 14 on a real GPU: install the carried wheels, then the device-backend tests and the
+# TPC-H bar (polars, cudf-polars, cudf-polars' DaskEngine, ours), one rank per GPU and two.
+# The wheels arrive as /tmp/wheels.tar, appended part by part by earlier calls (the list and
+# the split are in benchmarks/README.md "GPU machine"). Every step logs to $OUT/<step>.log.
+#   SF=10 benchmarks/device/verify_device_backend.sh
+set -uo pipefail
+if [ ! -d /tmp/site/cudf_polars ]; then
+  mkdir -p /tmp/wheels && tar -xf /tmp/wheels.tar -C /tmp/wheels || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site /tmp/wheels/*.whl || exit 1
+fi
+source "$(dirname "$0")/steps.sh"
+export POLARS_HPC_TPCH_CACHE=/tmp/tpch
+sf="${SF:-10}"
+nvidia-smi -L
+
+step tests timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider -x \
+  tests/tpch/test_gpu_runner.py::test_device_engine_names_its_memory_resource_and_engine \
+  "tests/tpch/test_gpu_runner.py::test_all_22_queries_run_device_resident_and_agree_with_polars[2]"
+step "bench-sf$sf-1" timeout 330 python3 -m benchmarks.tpch.gpu --scale-factor "$sf" --repeat 2
+step "bench-sf$sf-2" timeout 240 python3 -m benchmarks.tpch.gpu --scale-factor "$sf" --repeat 2 \
+  --ranks-per-gpu 2 --engines anchor,ours
