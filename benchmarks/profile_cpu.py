@@ -122,7 +122,9 @@ def use_fragment_engine(name: str) -> None:
     """
     from engine.executor.reads import ReadObservingRunner
 
-    def collect(self: ReadObservingRunner, lf: pl.LazyFrame) -> pl.DataFrame:
+    def collect(
+        self: ReadObservingRunner, lf: pl.LazyFrame, *, over_registered: bool = False
+    ) -> pl.DataFrame:
         return lf.collect(engine=name)  # type: ignore[arg-type]
 
     ReadObservingRunner.collect = collect  # type: ignore[method-assign]

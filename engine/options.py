@@ -60,10 +60,13 @@ class StreamingOptions:
     default. CPU workers have none to set."""
     hardware_binding: HardwareBindingPolicy = field(default_factory=HardwareBindingPolicy)
     """Which CPU/NUMA/NIC binding the engine applies to each worker."""
-    target_partition_size: int = 128 * _MIB
-    """Bytes of input a rank processes at a time, so memory stays bounded."""
-    max_rows_per_partition: int = 10_000_000
-    """Rows a rank processes at a time, whichever of the two limits comes first."""
+    target_partition_size: int | None = None
+    """Bytes of input a rank processes at a time, so memory stays bounded; ``None``: an eighth
+    of the worker's memory limit (1 GiB without one), and a rank's share of a scan that a
+    partial aggregation reduces is read whole by polars' streaming engine."""
+    max_rows_per_partition: int | None = None
+    """Rows a rank processes at a time, whichever of the two limits comes first; ``None``: no
+    row limit."""
     broadcast_limit: int = 32 * _MIB
     """A join side estimated below this many bytes is sent to every rank instead of shuffled."""
     transport: Transport = "auto"
@@ -244,8 +247,8 @@ _VALIDATORS: Final[dict[str, Callable[[object], None]]] = {
     "fallback_mode": _choice("fallback_mode", get_args(FallbackMode)),
     "memory_resource_config": _check_memory_resource_config,
     "hardware_binding": _check_policy,
-    "target_partition_size": _positive_int("target_partition_size"),
-    "max_rows_per_partition": _positive_int("max_rows_per_partition"),
+    "target_partition_size": _positive_int("target_partition_size", optional=True),
+    "max_rows_per_partition": _positive_int("max_rows_per_partition", optional=True),
     "broadcast_limit": _positive_int("broadcast_limit"),
     "transport": _choice("transport", get_args(Transport)),
     "comm_timeout_s": _positive_number("comm_timeout_s"),
@@ -274,8 +277,8 @@ _ENV_PARSERS: Final[dict[str, Callable[[str], object]]] = {
     "fallback_mode": str.strip,
     "memory_resource_config": json.loads,
     "hardware_binding": lambda text: HardwareBindingPolicy(enabled=_parse_bool(text)),
-    "target_partition_size": int,
-    "max_rows_per_partition": int,
+    "target_partition_size": _parse_optional_int,
+    "max_rows_per_partition": _parse_optional_int,
     "broadcast_limit": int,
     "transport": str.strip,
     "comm_timeout_s": float,

@@ -241,7 +241,8 @@ def _run_rank(
         sender = stage_event_sender(worker, settings.progress_topic, settings.query_id)
         stages = StageRecorder(plan, comm, sender, spill)
         runner = ReadObservingRunner(stages)
-        executor = RankExecutor(plan, comm, frames, tags, settings.limits, runner, spill, stages)
+        limits = settings.limits.for_worker(limit)
+        executor = RankExecutor(plan, comm, frames, tags, limits, runner, spill, stages)
         if settings.sink is None:
             frame = concat_frames(executor.run(), plan.output_schema)
             return RankOutput(frame, comm.bytes_sent, stages=stages.records())

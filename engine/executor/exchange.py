@@ -196,5 +196,9 @@ def gather_to_root(comm: Communicator, tag: int, frame: pl.DataFrame) -> list[pl
 
 
 def allgather_frames(comm: Communicator, tag: int, frame: pl.DataFrame) -> list[pl.DataFrame]:
-    """Every rank's frame on every rank, by rank."""
-    return [from_ipc(payload) for payload in comm.allgather(tag, to_ipc(frame))]
+    """Every rank's frame on every rank, by rank; this rank's own is not read back from IPC."""
+    payloads = comm.allgather(tag, to_ipc(frame))
+    return [
+        frame if source == comm.rank else from_ipc(payload)
+        for source, payload in enumerate(payloads)
+    ]

@@ -55,16 +55,40 @@ def read_registered_input(
 class FragmentRunner:
     """Builds and collects fragment LazyFrames with one polars engine.
 
-    ``polars_engine`` is what ``LazyFrame.collect(engine=...)`` takes: polars' ``"in-memory"``
-    engine by default (``benchmarks/profile_cpu.py`` tries others).
+    ``polars_engine``, when given, is what every fragment is collected with (experiments:
+    ``benchmarks/profile_cpu.py``); by default :meth:`engine_for` picks per fragment.
     """
 
-    def __init__(self, polars_engine: Any = "in-memory") -> None:
+    def __init__(self, polars_engine: Any = None) -> None:
         self._polars_engine = polars_engine
 
-    def collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
-        """Run one fragment."""
-        return lf.collect(engine=self._polars_engine)
+    def collect(self, lf: pl.LazyFrame, *, over_registered: bool = False) -> pl.DataFrame:
+        """Run one fragment with :meth:`engine_for` its inputs.
+
+        A plan polars' streaming engine does not implement yet (``with_context``, say) makes it
+        panic while it lowers the plan, before any work; polars' own ``engine="auto"`` then
+        uses the in-memory engine, and so does this.
+        """
+        engine = self.engine_for(over_registered=over_registered)
+        try:
+            return lf.collect(engine=engine)
+        except pl.exceptions.PanicException:
+            if engine != "streaming":
+                raise
+            return lf.collect(engine="in-memory")
+
+    def engine_for(self, *, over_registered: bool) -> Any:
+        """The streaming engine, unless a leaf is a registered frame (then the in-memory one).
+
+        Over files and in-memory frames the streaming engine reads in morsels on all the
+        worker's threads, with memory bounded, as polars' own ``collect()`` does: on 16 cores it
+        ran a rank's TPC-H Q1 and Q6 at polars' speed, where the in-memory engine took 5x as
+        long (benchmarks/README.md "CPU workers"). Over the Python scans that hand registered
+        frames to polars, it made joins slower, so those fragments keep the in-memory engine.
+        """
+        if self._polars_engine is not None:
+            return self._polars_engine
+        return "in-memory" if over_registered else "streaming"
 
     def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:
         """Fill ``template``'s leaves (frames or DSL JSON leaves) and collect it."""
@@ -81,7 +105,7 @@ class FragmentRunner:
                 keys.append(key)
                 leaves.append(_registered_leaf(key, item.schema))
             lf = dsl.lazyframe_from_dsl(dsl.fill_leaves(template, leaves))
-            result = self.collect(lf)
+            result = self.collect(lf, over_registered=bool(keys))
             with _INPUTS_LOCK:
                 padded = any(key in _PADDED for key in keys)
             return result.select(lf.collect_schema().names()) if padded else result

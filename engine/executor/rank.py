@@ -21,6 +21,7 @@ from engine.executor.exchange import ROOT, SpillPolicy, allgather_frames, gather
 from engine.executor.fragments import FragmentRunner
 from engine.executor.frames import concat_frames, hash_partition, range_destinations
 from engine.plan import dsl
+from engine.plan.explain import plan_stages
 from engine.plan.nodes import (
     Aggregate,
     Concat,
@@ -66,17 +67,47 @@ _MAX_PENDING_PARTIALS: Final = 16
 _SAMPLES_PER_RANK: Final = 128
 
 
+_GIB: Final = 1 << 30
+_MIN_DERIVED_PARTITION: Final = 64 << 20
+
+
 @dataclass(frozen=True)
 class PartitionLimits:
-    """How much input a rank processes at a time (from ``StreamingOptions``)."""
+    """How much input a rank processes at a time (from ``StreamingOptions``).
 
-    target_partition_size: int = 128 * 1024 * 1024
-    max_rows_per_partition: int = 1_000_000
+    ``None`` is the default of either option: :meth:`for_worker` derives the byte limit from
+    the worker's memory, and there is no row limit.
+    """
+
+    target_partition_size: int | None = None
+    max_rows_per_partition: int | None = None
+    whole_reduced_scans: bool = False
+    """Read a scan that a partial aggregation reduces as one partition per rank (set by
+    :meth:`for_worker` when neither limit was given)."""
+
+    def for_worker(self, memory_limit: int | None) -> PartitionLimits:
+        """An unset byte limit becomes an eighth of ``memory_limit`` (1 GiB without one).
+
+        An eighth leaves room for what else a rank holds at once: a partition's output, the
+        partials pending, a broadcast side and received shuffle data (spilled past a quarter).
+
+        >>> PartitionLimits().for_worker(8 << 30).target_partition_size == 1 << 30
+        True
+        >>> PartitionLimits(target_partition_size=5).for_worker(8 << 30).target_partition_size
+        5
+        """
+        if self.target_partition_size is not None:
+            return self
+        size = max(_MIN_DERIVED_PARTITION, memory_limit // 8) if memory_limit else _GIB
+        whole = self.max_rows_per_partition is None
+        return PartitionLimits(size, self.max_rows_per_partition, whole_reduced_scans=whole)
 
     def rows_per_partition(self, bytes_per_row: float) -> int:
         """Rows per partition: whichever of the byte and row limits comes first."""
-        by_bytes = int(self.target_partition_size // max(bytes_per_row, 1.0))
-        return max(1, min(self.max_rows_per_partition, by_bytes))
+        target = self.target_partition_size or _GIB
+        by_bytes = int(target // max(bytes_per_row, 1.0))
+        rows = by_bytes if self.max_rows_per_partition is None else self.max_rows_per_partition
+        return max(1, min(rows, by_bytes))
 
 
 class RankExecutor:
@@ -122,6 +153,9 @@ class RankExecutor:
         self.runner = runner or FragmentRunner()
         self.spill = spill or SpillPolicy()
         self.stages = stages or StageRecorder(plan, comm)
+        self._whole_shares = (
+            _scans_reduced_whole(plan) if self.limits.whole_reduced_scans else set()
+        )
 
     def run(self) -> list[pl.DataFrame]:
         """This rank's part of the result, as materialized partitions in order."""
@@ -147,6 +181,8 @@ class RankExecutor:
     def _scan(self, node: ScanSource) -> Iterator[Part]:
         start, end = rank_row_range(node.total_rows, self.comm.rank, self.comm.nranks)
         step = self.limits.rows_per_partition(node.bytes_per_row)
+        if id(node) in self._whole_shares:
+            step = max(step, end - start)
         if start == end:
             yield dsl.slice_leaf(node.scan_json, start, 0)
         for offset in range(start, end, step):
@@ -458,6 +494,27 @@ class RankExecutor:
 def _literal_keys(node: Aggregate) -> bool:
     """Whether every group key is a value, not a column (``group_by(True)``: one group)."""
     return all(not dsl.references_columns(json.loads(key)) for key in node.keys)
+
+
+def _scans_reduced_whole(plan: DistributedPlan) -> set[int]:
+    """Scans a rank reads as one partition: those a partial aggregation reduces (row-wise between).
+
+    Such a chain (scan, filters and projections, partial aggregation) is one lazy polars query
+    whose result is the partials: polars' streaming engine
+    (:meth:`engine.executor.fragments.FragmentRunner.collect`) reads the rank's whole share in
+    morsels with its memory bounded, and parallelises it across the worker's threads, where
+    slices of ``target_partition_size`` would each pay a query's set-up and run narrower. Every
+    other scan keeps the partition limits: its partitions are materialised downstream.
+    """
+    found: set[int] = set()
+    for node in plan_stages(plan):
+        if isinstance(node, Aggregate) and node.outputs is not None and not node.maintain_order:
+            below = node.input
+            while isinstance(below, RowWise):
+                below = below.input
+            if isinstance(below, ScanSource):
+                found.add(id(below))
+    return found
 
 
 _STREAMS: Final[dict[type, Callable[[RankExecutor, PlanNode], Iterator[Part]]]] = {

@@ -3,9 +3,8 @@
 A rank hands a scan partition (``Slice(scan, offset, len)``) to its consumer, which fuses its
 own work into it; polars then pushes slices and projections into the scan, so a ``head(5)``
 over a 2M-row partition reads 5 rows of one column. The rank's assigned range says nothing of
-that. polars' post-optimization callback shows the plan it is about to run, scans included,
-without changing it: :class:`ReadObservingRunner` reports each scan's slice and columns to
-:class:`engine.stats.StageRecorder`.
+that. polars' optimized plan shows what each scan reads: :class:`ReadObservingRunner` reports
+each scan's slice and columns to :class:`engine.stats.StageRecorder`.
 """
 
 from __future__ import annotations
@@ -26,25 +25,26 @@ __all__ = ["ReadObservingRunner"]
 class ReadObservingRunner(FragmentRunner):
     """A CPU fragment runner that tells the recorder what polars reads from each scan.
 
-    polars' post-optimization callback sees the plan polars is about to run; a scan there
-    carries the slice it reads (``n_rows``: offset, rows, after slice pushdown) and the columns
-    (``with_columns``, after projection pushdown). The callback only looks: polars then runs
-    the plan itself, as without it. GPU fragments keep cudf-polars' own callback (their scans
-    count whole).
+    ``LazyFrame._ldf.visit()`` optimizes the fragment (about 0.3 ms) and shows the plan polars
+    will run; a scan there carries the slice it reads (``n_rows``: offset, rows, after slice
+    pushdown) and the columns (``with_columns``, after projection pushdown). Not polars'
+    ``post_opt_callback``, which shows the same plan: any callback made the streaming engine
+    run TPC-H Q1's partial aggregation 30% slower (0.96 s against 0.73 s at SF1, 2 threads).
     """
 
     def __init__(self, stages: StageRecorder) -> None:
         super().__init__()
         self._stages = stages
 
-    def collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
+    def collect(self, lf: pl.LazyFrame, *, over_registered: bool = False) -> pl.DataFrame:
         """Run one fragment, noting its scans' reads."""
-        return lf.collect(engine="in-memory", post_opt_callback=self._observe)
+        self._observe(lf)
+        return super().collect(lf, over_registered=over_registered)
 
-    def _observe(self, traverser: Any, *_: Any) -> None:
+    def _observe(self, lf: pl.LazyFrame) -> None:
         try:
-            reads = list(_scan_reads(traverser))
-        except Exception:  # a plan the visitor cannot show: its reads count whole
+            reads = list(_scan_reads(lf._ldf.visit()))
+        except (Exception, pl.exceptions.PanicException):  # not shown: its reads count whole
             return
         for offset, length, columns in reads:
             self._stages.scan_read(offset, length, columns)

@@ -140,7 +140,9 @@ def device_settings(options: StreamingOptions, gpu_uuids: Sequence[str | None]) 
     set_by_user = options.set_by_user()
     executor_options: dict[str, Any] = {"fallback_mode": options.fallback_mode}
     executor_options.update(
-        (name, getattr(options, name)) for name in _EXECUTOR_OPTIONS if name in set_by_user
+        (name, getattr(options, name))
+        for name in _EXECUTOR_OPTIONS
+        if name in set_by_user and getattr(options, name) is not None
     )
     config = options.memory_resource_config
     return DeviceSettings(

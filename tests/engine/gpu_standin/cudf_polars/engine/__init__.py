@@ -1,0 +1,1 @@
+"""Stand-in of ``cudf_polars.engine`` (see the package docstring)."""

@@ -1,0 +1,1 @@
+"""Stand-in of ``cudf_polars.streaming``."""
