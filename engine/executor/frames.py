@@ -109,10 +109,19 @@ def partition_ids(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) -> 
     return hashed.to_series()
 
 
+_FILTER_SPLIT_MAX: Final = 8
+"""Up to this many destinations, one boolean filter per destination splits a frame faster than
+``partition_by``: 5M rows of four columns, 2 parts 0.043 s against 0.099 s, 4 parts 0.086 s
+against 0.161 s, 8 parts even (0.149 s against 0.150 s; 2-core development machine)."""
+
+
 def hash_partition(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) -> list[pl.DataFrame]:
     """Split ``frame`` into ``nparts`` frames by key hash, keeping row order within each."""
     if nparts == 1:
         return [frame]
+    if nparts <= _FILTER_SPLIT_MAX:
+        destinations = partition_ids(frame, keys, nparts)
+        return [frame.filter(destinations == dest) for dest in range(nparts)]
     ids = partition_ids(frame, keys, nparts).alias("__polars_hpc_dest")
     tagged = frame.with_columns(ids)
     groups = tagged.partition_by("__polars_hpc_dest", as_dict=True, include_key=False)
