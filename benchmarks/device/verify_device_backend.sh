@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Issue 14 on a real GPU: install the carried wheels, then the device-backend tests and the
 # TPC-H bar (polars, cudf-polars, cudf-polars' DaskEngine, ours), one rank per GPU and two.
-# The wheels arrive as /tmp/wheels.tar, appended part by part by earlier calls (the list and
-# the split are in benchmarks/README.md "GPU machine"). Every step logs to $OUT/<step>.log.
+# The wheels arrive as /tmp/wheels.tar, appended part by part by earlier calls: here,
+#   pip download --no-deps (device README flags, --extra-index-url https://pypi.nvidia.com) of
+#   cudf-polars-cu13==26.10.2 pylibcudf-cu13==26.10.2 libcudf-cu13==26.10.2
+#   cudf-streaming-cu13==26.10.2 libcudf-streaming-cu13==26.10.2 kvikio-cu13==26.10.0
+#   libkvikio-cu13==26.10.0 rmm-cu13==26.10.0 librmm-cu13==26.10.0 rapidsmpf-cu13==26.10.0
+#   librapidsmpf-cu13==26.10.0 rapids-logger==0.3.* nvidia-libnvcomp-cu13==5.3.0.16
+#   ucxx-cu13==0.52.0 libucxx-cu13==0.52.0 "libucx-cu13>=1.21,<1.22" "nvidia-nvjitlink==13.5.*"
+#   nvtx polars==1.44.2 polars-runtime-32==1.44.2 dask==2026.11.0 distributed==2026.11.0 tblib
+#   zict locket partd tornado importlib_metadata tpchgen-cli   (29 wheels, 486 MiB)
+#   into .whl/, then: tar -cf /tmp/wheels.tar -C .whl . && split -b 62M -d /tmp/wheels.tar .xfer/part
+#   and one call per part, carrying .xfer/partNN: cat .xfer/partNN >> /tmp/wheels.tar
+# Every step logs to $OUT/<step>.log.
 #   SF=10 benchmarks/device/verify_device_backend.sh
 set -uo pipefail
 if [ ! -d /tmp/site/cudf_polars ]; then
