@@ -30,13 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from engine.executor.client import collect_query, sink_query
-from engine.executor.sinks import (
-    abandon_sink,
-    commit_sink,
-    prepare_sink_directory,
-    sink_request,
-    write_part,
-)
+from engine.executor.sinks import sink_request, staged_sink, write_part
 from engine.gpu.device import DeviceRefusal, device_readiness
 from engine.progress import progress_wanted
 from engine.stats import QueryStats
@@ -191,13 +185,8 @@ def sink_on_device(
     if result is None:
         sink_query(engine, lf, file_format, path, kwargs)
         return
-    request = prepare_sink_directory(request)
-    try:
-        staged = [write_part(request, result.lazy(), 0, 0)]
-    except BaseException:
-        abandon_sink(request)
-        raise
-    commit_sink(request, staged)
+    with staged_sink(request) as (staging, staged):
+        staged.append(write_part(staging, result.lazy(), 0, 0))
 
 
 def explain_on_device(

@@ -113,7 +113,7 @@ class DaskEngine(pl.Engine):
     def _init(
         self, options: StreamingOptions, *, dask_client: Client | None, n_workers: int | None
     ) -> None:
-        from engine.backend import pick_cluster_backend, start_device
+        from engine.backend import pick_cluster_backend
         from engine.comm.bootstrap import CommGroup, open_communicators
 
         refuse_inside_rrun(os.environ, "DaskEngine")
@@ -148,17 +148,19 @@ class DaskEngine(pl.Engine):
             self._workers = list(self._comm.worker_addresses)
             self._configure_logging()
             if backend == "device":
-                self._device = self._start_device(start_device)
+                self._device = self._start_device()
         except BaseException:
             self.shutdown()
             raise
 
-    def _start_device(self, start_device: Any) -> DeviceBackend | None:
+    def _start_device(self) -> DeviceBackend | None:
         """Bootstrap the device backend; under ``fragment_engine="auto"`` a failure warns.
 
         ``auto`` promises the best backend that runs: a GPU cluster whose device backend does
         not start (a cudf-polars/driver mismatch, say) still answers, on the CPU executor.
         """
+        from engine.backend import start_device
+
         gpus = [info.gpu_uuid for info in self._placements()]
         try:
             return start_device(self.client, self.options, gpus)

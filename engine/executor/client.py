@@ -39,10 +39,8 @@ from engine.executor.results import concat_result
 from engine.executor.sinks import (
     SinkFormat,
     SinkRequest,
-    abandon_sink,
-    commit_sink,
-    prepare_sink_directory,
     sink_request,
+    staged_sink,
     write_part,
 )
 from engine.plan import DistributedPlan, plan_lazyframe
@@ -218,19 +216,14 @@ def _sink(
     engine: Any, lf: pl.LazyFrame, request: SinkRequest, optimizations: QueryOptFlags
 ) -> None:
     plan, answer = _plan(engine, lf, optimizations)
-    request = prepare_sink_directory(request)
-    try:
+    with staged_sink(request) as (staging, staged):
         if plan.root is None:
             if answer is None:
                 answer = _with_optimizations(lf, optimizations).collect(engine="in-memory")
-            staged = [write_part(request, answer.lazy(), 0, 0)]
+            staged.append(write_part(staging, answer.lazy(), 0, 0))
         else:
-            outputs, elapsed_s = _run_ranks(engine, plan, request)
-            staged = [path for out in outputs for path in out.files]
-    except BaseException:
-        abandon_sink(request)
-        raise
-    commit_sink(request, staged)
+            outputs, elapsed_s = _run_ranks(engine, plan, staging)
+            staged.extend(path for out in outputs for path in out.files)
     if plan.root is not None:
         _record_stats(engine, plan, sum(out.bytes_sent for out in outputs), elapsed_s)
 

@@ -3,8 +3,7 @@
 Client side: :func:`submit_ranks` sends each rank the plan (without the in-memory frames) and
 its own row ranges of those frames, pinned to its worker. Worker side: :func:`run_rank` secedes
 from the worker's thread pool (so a single-threaded worker can run ranks of several queries at
-once), finds its communicator and runs the backend :mod:`engine.backend` picks (the CPU
-executor or the GPU backend).
+once), finds its communicator and runs :class:`engine.executor.rank.RankExecutor`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Literal
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -53,14 +53,7 @@ def read_registered_input(
 
 
 class FragmentRunner:
-    """Builds and collects fragment LazyFrames with one polars engine.
-
-    ``polars_engine``, when given, is what every fragment is collected with (experiments:
-    ``benchmarks/profile_cpu.py``); by default :meth:`engine_for` picks per fragment.
-    """
-
-    def __init__(self, polars_engine: Any = None) -> None:
-        self._polars_engine = polars_engine
+    """Builds and collects fragment LazyFrames, each with the polars engine that suits it."""
 
     def collect(self, lf: pl.LazyFrame, *, over_registered: bool = False) -> pl.DataFrame:
         """Run one fragment with :meth:`engine_for` its inputs.
@@ -69,15 +62,15 @@ class FragmentRunner:
         panic while it lowers the plan, before any work; polars' own ``engine="auto"`` then
         uses the in-memory engine, and so does this.
         """
-        engine = self.engine_for(over_registered=over_registered)
         try:
-            return lf.collect(engine=engine)
+            return lf.collect(engine=self.engine_for(over_registered=over_registered))
         except pl.exceptions.PanicException:
-            if engine != "streaming":
+            if over_registered:
                 raise
             return lf.collect(engine="in-memory")
 
-    def engine_for(self, *, over_registered: bool) -> Any:
+    @staticmethod
+    def engine_for(*, over_registered: bool) -> Literal["in-memory", "streaming"]:
         """The streaming engine, unless a leaf is a registered frame (then the in-memory one).
 
         Over files and in-memory frames the streaming engine reads in morsels on all the
@@ -86,8 +79,6 @@ class FragmentRunner:
         long (benchmarks/README.md "CPU workers"). Over the Python scans that hand registered
         frames to polars, it made joins slower, so those fragments keep the in-memory engine.
         """
-        if self._polars_engine is not None:
-            return self._polars_engine
         return "in-memory" if over_registered else "streaming"
 
     def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:

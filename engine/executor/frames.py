@@ -119,11 +119,10 @@ def hash_partition(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) ->
     """Split ``frame`` into ``nparts`` frames by key hash, keeping row order within each."""
     if nparts == 1:
         return [frame]
+    destinations = partition_ids(frame, keys, nparts)
     if nparts <= _FILTER_SPLIT_MAX:
-        destinations = partition_ids(frame, keys, nparts)
         return [frame.filter(destinations == dest) for dest in range(nparts)]
-    ids = partition_ids(frame, keys, nparts).alias("__polars_hpc_dest")
-    tagged = frame.with_columns(ids)
+    tagged = frame.with_columns(destinations.alias("__polars_hpc_dest"))
     groups = tagged.partition_by("__polars_hpc_dest", as_dict=True, include_key=False)
     empty = frame.clear()
     return [groups.get((dest,), empty) for dest in range(nparts)]

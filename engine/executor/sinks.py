@@ -12,13 +12,14 @@ empty, never a part of the result that looks whole.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "commit_sink",
     "prepare_sink_directory",
     "sink_request",
+    "staged_sink",
     "write_part",
 ]
 
@@ -214,6 +216,23 @@ def commit_sink(request: SinkRequest, staged: Sequence[str]) -> list[str]:
         final.append(str(target))
     abandon_sink(request)
     return final
+
+
+@contextlib.contextmanager
+def staged_sink(request: SinkRequest) -> Iterator[tuple[SinkRequest, list[str]]]:
+    """The two-phase sink around the block: ``(request naming its staging directory, staged)``.
+
+    The block writes its parts (:func:`write_part`) and lists their paths in ``staged``; when
+    it returns they are committed, when it raises the staging directory is removed.
+    """
+    staging = prepare_sink_directory(request)
+    staged: list[str] = []
+    try:
+        yield staging, staged
+    except BaseException:
+        abandon_sink(staging)
+        raise
+    commit_sink(staging, staged)
 
 
 def abandon_sink(request: SinkRequest) -> None:

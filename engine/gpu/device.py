@@ -27,11 +27,12 @@ they have no GPU.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -152,6 +153,18 @@ def device_settings(options: StreamingOptions, gpu_uuids: Sequence[str | None]) 
     )
 
 
+@contextlib.contextmanager
+def _refusal_as_device_refusal() -> Iterator[None]:
+    """Turn cudf-polars' untranslatable-query error into :class:`DeviceRefusal`; others pass."""
+    try:
+        yield
+    except Exception as error:
+        operations = refused_operations(error)
+        if operations is None:
+            raise
+        raise DeviceRefusal(operations) from error
+
+
 class DeviceBackend:
     """cudf-polars' ``DaskEngine`` on our client: bootstrap once, then one call per query."""
 
@@ -195,25 +208,15 @@ class DeviceBackend:
 
         Raises :class:`DeviceRefusal` when cudf-polars cannot translate the query: nothing ran.
         """
-        try:
+        with _refusal_as_device_refusal():
             return lf.collect(engine=self._engine, optimizations=optimizations)
-        except Exception as error:
-            operations = refused_operations(error)
-            if operations is None:
-                raise
-            raise DeviceRefusal(operations) from error
 
     def explain(self, lf: pl.LazyFrame) -> str:
         """cudf-polars' lowered (physical) plan of ``lf``, or why it refuses the query."""
         from cudf_polars.streaming.explain import explain_query
 
-        try:
+        with _refusal_as_device_refusal():
             return explain_query(lf, self._engine, physical=True)
-        except Exception as error:
-            operations = refused_operations(error)
-            if operations is None:
-                raise
-            raise DeviceRefusal(operations) from error
 
     def shutdown(self) -> None:
         """Tear down every rank's rapidsmpf context and communicator; idempotent."""
