@@ -317,8 +317,11 @@ def _wait_for_ranks(
     failed_at: float | None = None
     next_worker_check = time.monotonic() + LOST_WORKER_POLL_S
     while True:
-        failure = _root_cause(futures)
+        # Pending first: a rank that finishes between the two reads is then seen in the
+        # failure too. The other order once returned a rank's echo (QueryAbortedError) as the
+        # query's error while the rank with the cause (a ShapeError) had just finished.
         pending = [f for f in futures if f.status == "pending"]
+        failure = _root_cause(futures)
         if not pending or (failure is not None and not isinstance(failure, QueryAbortedError)):
             return failure  # a rank's own error, or a dead or frozen peer: no echo to wait out
         now = time.monotonic()
