@@ -77,7 +77,11 @@ def console_main() -> NoReturn:
     try:
         status = main()
     except Exception:
-        traceback.print_exc()  # the launcher's own bug or a broken install, not the script's
+        # The launcher's own bug or a broken install, not the script's. One write, not
+        # print_exc's line by line: mpiexec stopped forwarding a crashed rank's stderr after the
+        # first line once MPI_Abort ended the job (CI: only "Traceback (most recent call last):").
+        sys.stderr.write(traceback.format_exc())
+        sys.stderr.flush()
         abort_world(1)
         status = 1
     atexit._run_exitfuncs()  # the handlers Python would run at exit, the script's included
