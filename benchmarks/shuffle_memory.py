@@ -26,18 +26,11 @@ import numpy as np
 import polars as pl
 from distributed import Client, LocalCluster
 
+from benchmarks.peak_rss import reset_peak_rss, status_kib
 from engine.comm.bootstrap import communicator_for, open_communicators
 from engine.executor.exchange import SpillPolicy, shuffle
 
 MIB = 1024 * 1024
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
 
 
 def shuffle_rank(comm_id: str, mib: int, budget: int | None, tag: int) -> dict[str, float]:
@@ -61,13 +54,12 @@ def shuffle_rank(comm_id: str, mib: int, budget: int | None, tag: int) -> dict[s
     directory = os.path.join(get_worker().local_directory, "shuffle-memory-bench")
     policy = SpillPolicy(directory, budget)
     comm.barrier(tag)
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    before = _status_kib("VmRSS")
+    reset_peak_rss()
+    before = status_kib("VmRSS")
     started = time.perf_counter()
     received = shuffle(comm, tag + 1, outgoing, policy)
     seconds = time.perf_counter() - started
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     rows_received = sum(f.height for f in received)
     del received, outgoing
     comm.barrier(tag + 2)

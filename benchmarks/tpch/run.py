@@ -11,13 +11,19 @@ The cluster gives each worker ``CPUs / N`` threads, used by polars' thread pool 
 fragments and by Dask's task threads for dask.dataframe, so both distributed columns get the
 same CPUs. It prints a markdown table: seconds per query and engine (best of ``--repeat``),
 ratios, bytes shuffled and fallbacks per query (from ``engine.last_query_stats``, ``n/a`` where
-the engine records none), and whether all three answers agree. The exit status is 1 when any
-answer disagrees.
+the engine records none), the peak RSS of polars' process and of each rank during the query, and
+whether all three answers agree. The exit status is 1 when any answer disagrees.
+
+``--memory-limit 4GiB`` sets each worker's memory limit (default: the host's memory divided
+among the workers), from which the engine sizes its partitions; ``--json PATH`` also writes the
+rows as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +33,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from benchmarks.peak_rss import peak_rss_bytes, reset_peak_rss
 from benchmarks.tpch.compare import assert_same_result
 from benchmarks.tpch.data import ensure_tpch_data, scan_tables
 from benchmarks.tpch.queries import QUERIES
@@ -48,6 +55,10 @@ class QueryTiming:
     bytes_shuffled: int | None
     fallbacks: int | None
     disagreement: str | None
+    polars_peak_bytes: int | None = None
+    """Peak RSS of the benchmark's process while polars ran the query."""
+    rank_peak_bytes: tuple[int, ...] = ()
+    """Peak RSS of each rank's worker process while DaskEngine ran the query, by rank."""
 
 
 def parse_query_numbers(text: str | None) -> list[int]:
@@ -78,17 +89,20 @@ def parse_query_numbers(text: str | None) -> list[int]:
 def format_table(timings: Sequence[QueryTiming]) -> str:
     """The timings as a markdown table, with a total row over the queries every engine ran.
 
-    >>> print(format_table([QueryTiming(1, 0.5, 1.0, 4.0, 3 << 20, 0, None)]))
-    | query | polars (s) | DaskEngine (s) | dask.dataframe (s) | DaskEngine / polars | dask.dataframe / DaskEngine | bytes shuffled | fallbacks | answers |
-    |---|---|---|---|---|---|---|---|---|
-    | Q1 | 0.500 | 1.000 | 4.000 | 2.00 | 4.00 | 3.0 MiB | 0 | agree |
-    | total | 0.500 | 1.000 | 4.000 | 2.00 | 4.00 | 3.0 MiB | 0 | 1/1 agree |
+    The peak columns are the largest over the queries in the total row.
+
+    >>> print(format_table([QueryTiming(1, 0.5, 1.0, 4.0, 3 << 20, 0, None, 5 << 30, (2 << 30,))]))
+    | query | polars (s) | DaskEngine (s) | dask.dataframe (s) | DaskEngine / polars | dask.dataframe / DaskEngine | bytes shuffled | fallbacks | polars peak RSS | rank peak RSS | answers |
+    |---|---|---|---|---|---|---|---|---|---|---|
+    | Q1 | 0.500 | 1.000 | 4.000 | 2.00 | 4.00 | 3.0 MiB | 0 | 5.0 GiB | 2.0 GiB | agree |
+    | total | 0.500 | 1.000 | 4.000 | 2.00 | 4.00 | 3.0 MiB | 0 | 5.0 GiB | 2.0 GiB | 1/1 agree |
     """  # noqa: E501
     header = (
         "| query | polars (s) | DaskEngine (s) | dask.dataframe (s) | DaskEngine / polars "
-        "| dask.dataframe / DaskEngine | bytes shuffled | fallbacks | answers |"
+        "| dask.dataframe / DaskEngine | bytes shuffled | fallbacks | polars peak RSS "
+        "| rank peak RSS | answers |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for timing in timings:
         lines.append(
             _row(
@@ -98,6 +112,8 @@ def format_table(timings: Sequence[QueryTiming]) -> str:
                 timing.dask_dataframe_s,
                 timing.bytes_shuffled,
                 timing.fallbacks,
+                _format_peaks([timing.polars_peak_bytes]),
+                _format_peaks(timing.rank_peak_bytes),
                 "agree" if timing.disagreement is None else "DIFFER",
             )
         )
@@ -114,6 +130,8 @@ def format_table(timings: Sequence[QueryTiming]) -> str:
                 sum(timing.dask_dataframe_s or 0.0 for timing in timings) if all_dask else None,
                 sum(s for s in shuffled if s is not None) if None not in shuffled else None,
                 sum(f for f in fallbacks if f is not None) if None not in fallbacks else None,
+                _format_peaks([max((t.polars_peak_bytes or 0 for t in timings), default=0)]),
+                _format_peaks([max(max(t.rank_peak_bytes, default=0) for t in timings)]),
                 f"{agreeing}/{len(timings)} agree",
             )
         )
@@ -127,6 +145,8 @@ def _row(
     dask_dataframe_s: float | None,
     bytes_shuffled: int | None,
     fallbacks: int | None,
+    polars_peak: str,
+    rank_peaks: str,
     answers: str,
 ) -> str:
     cells = [
@@ -138,9 +158,17 @@ def _row(
         "-" if dask_dataframe_s is None else f"{dask_dataframe_s / dask_engine_s:.2f}",
         "n/a" if bytes_shuffled is None else _format_bytes(bytes_shuffled),
         "n/a" if fallbacks is None else str(fallbacks),
+        polars_peak,
+        rank_peaks,
         answers,
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _format_peaks(peaks: Sequence[int | None]) -> str:
+    """Peaks by rank, ``/``-separated; ``-`` where none was measured."""
+    shown = [_format_bytes(peak) for peak in peaks if peak]
+    return " / ".join(shown) if shown else "-"
 
 
 def _format_bytes(count: int) -> str:
@@ -216,9 +244,13 @@ def run_benchmark(
                 dask_tables["region"]["r_regionkey"].sum().compute()
         for number in numbers:
             query = QUERIES[number](tables, scale_factor=scale_factor)
+            reset_peak_rss()
             polars_s, expected = best_of(repeat, query.collect)
+            polars_peak = peak_rss_bytes()
             stats_before = getattr(engine, "last_query_stats", None)
+            client.run(reset_peak_rss)
             engine_s, engine_result = best_of(repeat, lambda q=query: q.collect(engine=engine))
+            rank_peaks = _peaks_by_rank(client)
             stats = getattr(engine, "last_query_stats", None)
             stats = None if stats is stats_before else stats  # the query recorded none
             results = {"DaskEngine": engine_result}
@@ -238,14 +270,24 @@ def run_benchmark(
                 read_stat(stats, SHUFFLE_STAT_NAMES),
                 read_stat(stats, ("fallbacks",)),
                 _disagreement(results, expected),
+                polars_peak,
+                rank_peaks,
             )
             report(
-                f"Q{number}: polars {polars_s:.3f} s, DaskEngine {engine_s:.3f} s, "
+                f"Q{number}: polars {polars_s:.3f} s ({_format_bytes(polars_peak)} peak), "
+                f"DaskEngine {engine_s:.3f} s ({_format_peaks(rank_peaks)} peak), "
                 + (f"dask.dataframe {dask_s:.3f} s" if dask_s is not None else "no dask.dataframe")
                 + ("" if timing.disagreement is None else f"; DIFFER {timing.disagreement}")
             )
             timings.append(timing)
     return timings
+
+
+def _peaks_by_rank(client: Any) -> tuple[int, ...]:
+    """Each worker's peak RSS, in the order of the workers' names (the engine's rank order)."""
+    peaks = client.run(peak_rss_bytes)
+    names = {address: info["name"] for address, info in client.scheduler_info()["workers"].items()}
+    return tuple(peaks[address] for address in sorted(peaks, key=lambda a: str(names.get(a, a))))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -261,6 +303,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-dask-dataframe", action="store_true", help="skip the dask.dataframe column"
     )
+    parser.add_argument(
+        "--memory-limit",
+        help="each worker's memory limit, e.g. 4GiB (default: the host's memory / workers)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.workers < 1 or args.repeat < 1:
         parser.error(f"--workers={args.workers} and --repeat={args.repeat} must be at least 1")
@@ -288,6 +335,7 @@ def benchmark_cluster(n_workers: int, threads: int, memory_limit_bytes: int) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 1 when the engines' answers disagree on any query."""
+    from dask.utils import parse_bytes
     from distributed import Client
 
     from engine.local_cluster import plan_this_host
@@ -299,14 +347,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = ensure_tpch_data(args.scale_factor, args.data_dir)
     plan = plan_this_host(args.workers)
     threads = plan.threads_per_worker_pool
+    memory_limit = (
+        plan.memory_limit_bytes if args.memory_limit is None else parse_bytes(args.memory_limit)
+    )
     print(
         f"TPC-H SF {args.scale_factor:g} from {data_dir}; {args.workers} workers x {threads} "
-        f"thread(s), {plan.memory_limit_bytes / (1 << 30):.1f} GiB each; "
+        f"thread(s), {memory_limit / (1 << 30):.1f} GiB each; "
         f"polars {pl.__version__}; best of {args.repeat}"
     )
     start = time.perf_counter()
     with (
-        benchmark_cluster(args.workers, threads, plan.memory_limit_bytes) as cluster,
+        benchmark_cluster(args.workers, threads, memory_limit) as cluster,
         Client(cluster) as client,
     ):
         print(f"cluster started in {time.perf_counter() - start:.1f} s")
@@ -320,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print()
     print(format_table(timings))
+    if args.json is not None:
+        args.json.write_text(json.dumps([dataclasses.asdict(t) for t in timings], indent=1))
     if all(timing.bytes_shuffled is None for timing in timings):
         print("\nbytes shuffled: n/a, the engine recorded no per-query statistics")
     return 0 if all(timing.disagreement is None for timing in timings) else 1
