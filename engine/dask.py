@@ -279,8 +279,11 @@ class DaskEngine(pl.Engine):
                 "DaskEngine does not run collect(background=True); call collect() in a thread, "
                 "or use engine.execute(lf) to keep the result on the workers"
             )
-        from engine.executor.client import collect_query
+        from engine.executor.client import collect_on_client, collect_query
 
+        small = collect_on_client(self, lf, _optimizations(optimizations))
+        if small is not None:
+            return small
         if self._device is not None:
             from engine.backend import collect_on_device
 
@@ -308,10 +311,13 @@ class DaskEngine(pl.Engine):
         """
         from polars.lazyframe.query_result import SingleNodeQueryResult
 
-        from engine.executor.client import execute_query
+        from engine.executor.client import collect_on_client, execute_query
         from engine.executor.results import InMemoryQueryResult
 
         self._check_open()
+        small = collect_on_client(self, lf, _optimizations(optimizations))
+        if small is not None:
+            return InMemoryQueryResult(small)
         if self._device is not None:  # the result is gathered: cudf-polars keeps no handle
             from engine.backend import collect_on_device
 

@@ -15,6 +15,10 @@ from typing import Final
 import pytest
 from distributed import Client, LocalCluster
 
+# The tests' frames are small enough for the client fast path (StreamingOptions
+# .client_fast_path_bytes); they are here to test the ranks, so it is off unless a test sets it.
+os.environ.setdefault("POLARS_HPC_CLIENT_FAST_PATH_BYTES", "0")
+
 HARDWARE_SKIP_REASONS: Final = tuple(
     re.compile(pattern)
     for pattern in (

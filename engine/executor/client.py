@@ -46,6 +46,8 @@ from engine.executor.sinks import (
 from engine.plan import DistributedPlan, plan_lazyframe
 from engine.plan.input_files import naming_the_file
 from engine.plan.nodes import Fallback
+from engine.plan.small_inputs import in_memory_input_bytes
+from engine.stats import QueryStats
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -53,7 +55,17 @@ if TYPE_CHECKING:
 
     from engine.options import StreamingOptions
 
-__all__ = ["collect_query", "execute_query", "last_plan", "sink_query"]
+__all__ = [
+    "CLIENT_FAST_PATH",
+    "collect_on_client",
+    "collect_query",
+    "execute_query",
+    "last_plan",
+    "sink_query",
+]
+
+CLIENT_FAST_PATH = "polars in the calling process (in-memory inputs below client_fast_path_bytes)"
+"""The one stage ``last_query_stats`` shows for a query the fast path ran."""
 
 _LAST_PLAN: weakref.WeakKeyDictionary[Any, DistributedPlan] = weakref.WeakKeyDictionary()
 
@@ -166,6 +178,28 @@ def _cancel(client: Client, query_id: str, futures: list[Future]) -> None:
         client.run(cancel_query_on_worker, query_id, wait=False)
     with contextlib.suppress(Exception):
         client.cancel(futures, reason="polars-hpc query cancelled", msg="query cancelled")
+
+
+def collect_on_client(
+    engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags
+) -> pl.DataFrame | None:
+    """The answer of a query small enough for polars in this process, else ``None``.
+
+    Small: every input is an in-memory frame, together at most
+    ``options.client_fast_path_bytes`` (see :mod:`engine.plan.small_inputs`).
+    """
+    limit = engine.options.client_fast_path_bytes
+    if limit == 0:
+        return None
+    size = in_memory_input_bytes(lf)
+    if size is None or size > limit:
+        return None
+    start = time.perf_counter()
+    result = _with_optimizations(lf, optimizations).collect(engine="in-memory")
+    engine.last_query_stats = QueryStats.of_whole_query(
+        CLIENT_FAST_PATH, seconds=time.perf_counter() - start, nranks=1, rows_out=result.height
+    )
+    return result
 
 
 def collect_query(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:

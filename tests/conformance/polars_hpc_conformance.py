@@ -72,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _STATE["engine"] = DaskEngine(
         n_workers=config.getoption("--conformance-workers"),
-        engine_options={"fallback_mode": "silent", "progress": False},
+        # polars' tests use frames of a few rows: all of them must run on the ranks.
+        engine_options={"fallback_mode": "silent", "progress": False, "client_fast_path_bytes": 0},
     )
     pl.LazyFrame.collect = _routed_collect  # type: ignore[method-assign]
 
