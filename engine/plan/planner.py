@@ -63,18 +63,21 @@ def plan_lazyframe(
     """
     dsl.check_polars_version()
     try:
-        tree = dsl.serialize_plan(lf)
+        tree, frames = dsl.serialize_plan_and_frames(lf)
     except Exception as error:  # polars raises several types for unserializable plans
         reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
         return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
-    return plan_query(tree, broadcast_limit=broadcast_limit)
+    return plan_query(tree, broadcast_limit=broadcast_limit, in_memory=frames)
 
 
 def plan_query(
-    tree: dsl.Node, *, broadcast_limit: int = DEFAULT_BROADCAST_LIMIT
+    tree: dsl.Node,
+    *,
+    broadcast_limit: int = DEFAULT_BROADCAST_LIMIT,
+    in_memory: dsl.InMemoryFrames | None = None,
 ) -> DistributedPlan:
-    """Plan a DSL tree (as produced by :func:`engine.plan.dsl.serialize_plan`)."""
-    planner = _Planner(broadcast_limit)
+    """Plan a DSL tree and its frames (from :func:`engine.plan.dsl.serialize_plan_and_frames`)."""
+    planner = _Planner(broadcast_limit, in_memory or dsl.InMemoryFrames())
     root = planner.plan(prune_columns(tree))
     schema = dsl.lazyframe_from_dsl(tree).collect_schema()
     return DistributedPlan(root, schema, tuple(planner.fallbacks), tuple(planner.frames))
@@ -83,6 +86,7 @@ def plan_query(
 @dataclass
 class _Planner:
     broadcast_limit: int
+    in_memory: dsl.InMemoryFrames
     fallbacks: list[Fallback] = field(default_factory=list)
     frames: list[pl.DataFrame] = field(default_factory=list)
     sizes: dict[int, tuple[PlanNode, float]] = field(default_factory=dict)
@@ -112,7 +116,7 @@ class _Planner:
         inputs = dsl.node_inputs(node)
         schema = dsl.lazyframe_from_dsl(node).collect_schema()
         if inputs is None:
-            return SingleRank((), json.dumps(node), name, reason, schema)
+            return SingleRank((), self.in_memory.to_json(node), name, reason, schema)
         markers = [dsl.leaf_marker(i) for i in range(len(inputs))]
         template = json.dumps(dsl.with_inputs(node, markers))
         if planned is None:
@@ -128,7 +132,7 @@ class _Planner:
         reason = f"{operation} runs as one polars query on one rank"
         self.fallbacks.append(Fallback(operation, reason))
         schema = dsl.lazyframe_from_dsl(node).collect_schema()
-        return SingleRank((), json.dumps(node), operation, reason, schema)
+        return SingleRank((), self.in_memory.to_json(node), operation, reason, schema)
 
     def scan(self, node: dsl.Node) -> PlanNode | None:
         file_format = dsl.scan_format(node)
@@ -150,7 +154,7 @@ class _Planner:
         return source
 
     def frame(self, node: dsl.Node) -> PlanNode:
-        frame = dsl.lazyframe_from_dsl(node).collect(engine="in-memory")
+        frame = self.in_memory.frame(node)
         self.frames.append(frame)
         rows = frame.height
         return FrameSource(len(self.frames) - 1, rows, frame.estimated_size() / max(rows, 1))

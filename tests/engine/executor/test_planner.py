@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import tomllib
 from pathlib import Path
@@ -125,8 +126,9 @@ def test_aggregation_decomposition(expr, decomposes):
 def test_pruning_keeps_only_needed_columns_across_a_join(scan):
     other = pl.LazyFrame({"a": [1, 2], "e": [5, 6], "f": [7, 8]})
     lf = scan.join(other, on="a").select("b", "e")
-    pruned = prune_columns(dsl.serialize_plan(lf))
-    assert dsl.lazyframe_from_dsl(pruned).collect().equals(lf.collect())
+    tree, frames = dsl.serialize_plan_and_frames(lf)
+    pruned = prune_columns(tree)
+    assert dsl.lazyframe_from_dsl(frames.to_json(pruned)).collect().equals(lf.collect())
     join = dsl.node_inputs(pruned)[0]
     while dsl.node_kind(join) == "Select":
         join = dsl.node_inputs(join)[0]
@@ -144,3 +146,15 @@ def test_join_strategy_follows_broadcast_limit(scan):
     assert shuffled.strategy == "shuffle"
     validated = scan.join(pl.LazyFrame({"a": [1]}), on="a", validate="m:1")
     assert plan_lazyframe(validated, broadcast_limit=1 << 20).root.strategy == "shuffle"
+
+
+def test_in_memory_frames_are_cut_out_of_the_plan_and_put_back_for_polars():
+    """A 1 MiB frame must not become a million JSON numbers for the planner to walk."""
+    big = pl.DataFrame({"a": range(1 << 17), "b": 1.5})
+    small = pl.DataFrame({"a": [1, 2], "c": ["x", "y"]})
+    lf = big.lazy().join(small.lazy(), on="a").with_context(small.lazy().select(d="c"))
+    tree, frames = dsl.serialize_plan_and_frames(lf)
+    assert len(json.dumps(tree)) < 20_000  # the 1 MiB frame alone would be ~4 million characters
+    assert len(frames.arrays) == 3
+    assert dsl.lazyframe_from_dsl(tree).collect_schema() == lf.collect_schema()
+    assert dsl.lazyframe_from_dsl(frames.to_json(tree)).collect().equals(lf.collect())
