@@ -67,10 +67,10 @@ def render_plan(
 ) -> str | bytes:
     """``engine.explain(lf, format=, path=)``: the plan as text, dot, or an image."""
     from engine.plan.explain import format_dot, format_plan
-    from engine.plan.planner import plan_lazyframe
+    from engine.plan.planner import plan_for_ranks
 
     chosen = _chosen_format(requested, path)
-    plan = plan_lazyframe(lf, broadcast_limit=engine.options.broadcast_limit)
+    plan = plan_for_ranks(lf, engine.nranks, broadcast_limit=engine.options.broadcast_limit)
     result: str | bytes
     if chosen == "text":
         result = format_plan(plan, engine.nranks)

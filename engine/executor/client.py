@@ -43,7 +43,7 @@ from engine.executor.sinks import (
     staged_sink,
     write_part,
 )
-from engine.plan import DistributedPlan, plan_lazyframe
+from engine.plan import DistributedPlan, plan_for_ranks
 from engine.plan.input_files import naming_the_file
 from engine.plan.nodes import Fallback
 from engine.plan.small_inputs import in_memory_input_bytes
@@ -89,7 +89,7 @@ def _plan(
     options: StreamingOptions = engine.options
     planning_error: pl.exceptions.PolarsError | None = None
     try:
-        plan = plan_lazyframe(lf, broadcast_limit=options.broadcast_limit)
+        plan = plan_for_ranks(lf, engine.nranks, broadcast_limit=options.broadcast_limit)
     except pl.exceptions.PolarsError as error:
         planning_error = error
     if planning_error is None:

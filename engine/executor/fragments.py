@@ -81,6 +81,21 @@ class FragmentRunner:
         """
         return "in-memory" if over_registered else "streaming"
 
+    def run_whole(
+        self, template: str, frames: list[pl.DataFrame | str], *, streaming: bool
+    ) -> pl.DataFrame:
+        """Run a whole query (:class:`engine.plan.nodes.WholeQuery`).
+
+        Over frames, as any template; over files alone, with the streaming engine or with
+        polars' own choice (``auto``).
+        """
+        if frames:
+            return self.run_template(template, frames)
+        lf = dsl.lazyframe_from_dsl(template)
+        if streaming:
+            return self.collect(lf)
+        return lf.collect(engine="auto")
+
     def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:
         """Fill ``template``'s leaves (frames or DSL JSON leaves) and collect it."""
         keys = []

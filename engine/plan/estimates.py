@@ -32,6 +32,7 @@ from engine.plan.nodes import (
     PlanNode,
     ScanSource,
     SingleRank,
+    WholeQuery,
 )
 
 __all__ = [
@@ -163,6 +164,8 @@ def plan_bytes(node: PlanNode) -> float:
         return plan_bytes(node.left) + plan_bytes(node.right)
     if isinstance(node, SingleRank | Concat):
         return sum(plan_bytes(child) for child in node.inputs)
+    if isinstance(node, WholeQuery):
+        return node.input_bytes
     return plan_bytes(node.input)
 
 

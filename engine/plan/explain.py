@@ -28,6 +28,7 @@ from engine.plan.nodes import (
     Slice,
     Sort,
     TopK,
+    WholeQuery,
     Window,
 )
 
@@ -118,6 +119,9 @@ STAGE_KINDS: Final[dict[type, StageKind]] = {
         lambda n: f"Concat {n.how}",
         _fixed("allgather row counts, rebalance to row ranges"),
         _inputs,
+    ),
+    WholeQuery: StageKind(
+        _fixed("WholeQuery: one polars query on the only rank"), lambda n: None, _inputs
     ),
     SingleRank: StageKind(
         lambda n: f"SingleRank {n.node_name} (FALLBACK)", _fixed("gather to rank 0"), _inputs

@@ -30,6 +30,7 @@ __all__ = [
     "Slice",
     "Sort",
     "TopK",
+    "WholeQuery",
     "Window",
 ]
 
@@ -125,6 +126,22 @@ class SingleRank:
     template: str = field(repr=False)
     node_name: str
     reason: str
+    output_schema: pl.Schema = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WholeQuery:
+    """The whole query as one polars query: the plan of a one-rank engine.
+
+    With one rank every exchange is a copy to itself; cutting the query into stages only keeps
+    polars from optimizing it whole. ``template`` is the query's DSL JSON with a leaf marker per
+    in-memory frame (``inputs``); files are read by polars from the template itself.
+    ``input_bytes`` (the files' size plus the frames') decides the polars engine on the rank.
+    """
+
+    inputs: tuple[PlanNode, ...]
+    template: str = field(repr=False)
+    input_bytes: float
     output_schema: pl.Schema = field(repr=False)
 
 
@@ -227,6 +244,7 @@ PlanNode = (
     | Aggregate
     | Slice
     | SingleRank
+    | WholeQuery
     | Join
     | Sort
     | TopK

@@ -130,7 +130,7 @@ def test_sink_refuses_non_empty_directory_unless_overwrite(engine_of, orders, tm
 
 
 def test_explain_names_stages_exchanges_and_fallbacks(engine_of, orders):
-    engine = engine_of(1)
+    engine = engine_of(2)
     text = engine.explain(orders.group_by("tag").agg(pl.col("amount").sum()))
     assert "Aggregate (partial+final) <- exchange: hash shuffle on ['tag']" in text
     assert "ScanSource parquet" in text
@@ -156,13 +156,13 @@ FALLBACK_QUERIES = {
 def test_fallback_modes(engine_of, node):
     lf = FALLBACK_QUERIES[node]
     expected = lf.collect()
-    warn = engine_of(1, fallback_mode="warn")
+    warn = engine_of(2, fallback_mode="warn")
     with pytest.warns(UserWarning, match=rf"DaskEngine fallback: {re.escape(node)} runs"):
         assert_frame_equal(lf.collect(engine=warn), expected)
-    raising = engine_of(1, fallback_mode="raise")
+    raising = engine_of(2, fallback_mode="raise")
     with pytest.raises(NotImplementedError, match=rf"{re.escape(node)} runs on a single rank"):
         lf.collect(engine=raising)
-    silent = engine_of(1, fallback_mode="silent")
+    silent = engine_of(2, fallback_mode="silent")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert_frame_equal(lf.collect(engine=silent), expected)
