@@ -60,7 +60,7 @@ WORKER_PATCHES: tuple[tuple[str, str, str], ...] = (
     ("engine.plan.dsl", "slice_leaf", "scan partitions"),
 )
 CLIENT_PATCHES: tuple[tuple[str, str, str], ...] = (
-    ("engine.executor.client", "plan_lazyframe", "client plan"),
+    ("engine.executor.client", "plan_for_ranks", "client plan"),
     ("engine.executor.client", "submit_ranks", "client submit"),
     ("engine.executor.client", "gather_outputs", "client wait+fetch"),
     ("engine.executor.client", "concat_result", "client concat"),

@@ -2,6 +2,7 @@
 # Issue 14 on a real GPU, in two calls of at most 10 minutes each:
 #   benchmarks/device/verify_device_backend.sh tests   # install, pytest -m gpu at SF1, SF10 data
 #   SF=10 benchmarks/device/verify_device_backend.sh bench   # the TPC-H bar, 1 and 2 ranks per GPU
+#   benchmarks/device/verify_device_backend.sh quick   # one call: pytest -m gpu and the bar at SF1
 # The wheels arrive as /tmp/wheels.tar, appended part by part by earlier calls: here,
 #   pip download --no-deps (device README flags, --extra-index-url https://pypi.nvidia.com) of
 #   cudf-polars-cu13==26.10.2 pylibcudf-cu13==26.10.2 libcudf-cu13==26.10.2
@@ -16,7 +17,7 @@
 # The machine stays warm 30 s between calls: have the next call ready.
 # Every step logs to $OUT/<step>.log.
 set -uo pipefail
-phase="${1:?usage: verify_device_backend.sh tests|bench}"
+phase="${1:?usage: verify_device_backend.sh tests|bench|quick}"
 if [ ! -d /tmp/site/cudf_polars ]; then
   mkdir -p /tmp/wheels && tar -xf /tmp/wheels.tar -C /tmp/wheels || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -40,5 +41,12 @@ bench)
   step "bench-sf$sf-2" timeout 240 python3 -m benchmarks.tpch.gpu --scale-factor "$sf" --repeat 2 \
     --ranks-per-gpu 2 --engines anchor,ours
   ;;
-*) echo "unknown phase $phase: tests or bench" >&2; exit 2 ;;
+quick)
+  step import python3 -c "import cudf_polars, rapidsmpf, ucxx, polars, distributed; print(cudf_polars.__version__, polars.__version__, distributed.__version__)"
+  POLARS_HPC_GPU_TEST_SF=1 step tests timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider \
+    tests/tpch/test_gpu_runner.py::test_device_engine_names_its_memory_resource_and_engine \
+    "tests/tpch/test_gpu_runner.py::test_all_22_queries_run_device_resident_and_agree_with_polars[2]"
+  step bench-sf1-1 timeout 200 python3 -m benchmarks.tpch.gpu --scale-factor 1 --repeat 1
+  ;;
+*) echo "unknown phase $phase: tests, bench or quick" >&2; exit 2 ;;
 esac
