@@ -170,7 +170,7 @@ def submit_ranks(
             run_rank,
             shipped,
             rank,
-            rank_frames(plan, rank, len(workers)),
+            _frames_on_worker(client, plan, rank, workers),
             settings,
             lookup,
             workers=[address],
@@ -180,6 +180,21 @@ def submit_ranks(
         )
         for rank, address in enumerate(workers)
     ]
+
+
+_SCATTER_ABOVE_BYTES = 1 << 20
+"""A rank's in-memory frames above this size go straight to its worker (``scatter``), not
+inside the task through the scheduler (which warns "Sending large graph" past 10 MiB)."""
+
+
+def _frames_on_worker(
+    client: Client, plan: DistributedPlan, rank: int, workers: Sequence[str]
+) -> list[pl.DataFrame] | Future:
+    """Rank ``rank``'s row ranges of the plan's frames, or a future of them on its worker."""
+    frames = rank_frames(plan, rank, len(workers))
+    if sum(frame.estimated_size() for frame in frames) <= _SCATTER_ABOVE_BYTES:
+        return frames
+    return client.scatter(frames, workers=[workers[rank]], direct=True, hash=False)
 
 
 def run_rank(

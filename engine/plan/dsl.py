@@ -124,17 +124,19 @@ def serialize_plan_and_frames(lf: pl.LazyFrame) -> tuple[Node, InMemoryFrames]:
         text = lf.serialize(format="json")
     pieces: list[str] = []
     arrays: list[str] = []
+    frames: list[pl.DataFrame] = []
     position = 0
     while (start := text.find(_FRAME_START, position)) >= 0:
         array_start = start + len(_FRAME_START) - 1
         array_end = text.index("]", array_start) + 1
-        array = text[array_start:array_end]
-        empty = _bytes_array(_frame_of_array(array).clear().serialize())
-        pieces += [text[position:array_start], f'{empty},"{FRAME_MARKER}":{len(arrays)}']
-        arrays.append(array)
+        arrays.append(text[array_start:array_end])
+        frames.append(_frame_of_array(arrays[-1]))
+        empty = _bytes_array(frames[-1].clear().serialize())
+        pieces += [text[position:array_start], f'{empty},"{FRAME_MARKER}":{len(arrays) - 1}']
         position = array_end
     pieces.append(text[position:])
-    return _without_ir_nodes(json.loads("".join(pieces))), InMemoryFrames(tuple(arrays))
+    tree = _without_ir_nodes(json.loads("".join(pieces)))
+    return tree, InMemoryFrames(tuple(arrays), tuple(frames))
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,15 @@ class InMemoryFrames:
 
     arrays: tuple[str, ...] = ()
     """Each frame's binary serialization as the JSON array text of its bytes."""
+    frames: tuple[pl.DataFrame, ...] = ()
+    """The same frames, decoded."""
 
     def frame(self, node: Node) -> pl.DataFrame:
         """The frame of a ``DataFrameScan`` node (its own, if it has no marker)."""
         index = node_body(node).get(FRAME_MARKER)
         if index is None:
             return lazyframe_from_dsl(node).collect(engine="in-memory")
-        return _frame_of_array(self.arrays[index])
+        return self.frames[index]
 
     def to_json(self, node: Node) -> str:
         """JSON text of ``node`` with its frames' data put back, for polars to run.

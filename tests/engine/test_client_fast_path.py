@@ -63,3 +63,12 @@ def test_polars_errors_are_polars_own_on_the_fast_path(engine):
 def test_a_negative_limit_is_refused_naming_the_option():
     with pytest.raises(ValueError, match="client_fast_path_bytes=-1 must be an integer >= 0"):
         StreamingOptions(client_fast_path_bytes=-1)
+
+
+def test_frames_above_a_mebibyte_go_straight_to_their_ranks(dask_client_of_size):
+    """Above 1 MiB a rank's frames are scattered to its worker, not sent inside the task."""
+    frame = pl.DataFrame({"k": [i % 1000 for i in range(300_000)], "v": range(300_000)})
+    lf = frame.lazy().group_by("k").agg(pl.col("v").sum()).sort("k")
+    with DaskEngine(dask_client=dask_client_of_size(2)) as engine:
+        assert_frame_equal(lf.collect(engine=engine), lf.collect())
+        assert not _ran_on_client(engine)
