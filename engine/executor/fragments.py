@@ -18,6 +18,7 @@ import polars as pl
 from polars.io.plugins import register_io_source
 
 from engine.plan import dsl
+from engine.plan.small_inputs import in_memory_input_bytes
 
 __all__ = ["FragmentRunner", "read_registered_input"]
 
@@ -62,24 +63,27 @@ class FragmentRunner:
         panic while it lowers the plan, before any work; polars' own ``engine="auto"`` then
         uses the in-memory engine, and so does this.
         """
+        reads_files = not over_registered and in_memory_input_bytes(lf) is None
         try:
-            return lf.collect(engine=self.engine_for(over_registered=over_registered))
+            return lf.collect(engine=self.engine_for(reads_files=reads_files))
         except pl.exceptions.PanicException:
-            if over_registered:
+            if not reads_files:
                 raise
             return lf.collect(engine="in-memory")
 
     @staticmethod
-    def engine_for(*, over_registered: bool) -> Literal["in-memory", "streaming"]:
-        """The streaming engine, unless a leaf is a registered frame (then the in-memory one).
+    def engine_for(*, reads_files: bool) -> Literal["in-memory", "streaming"]:
+        """The streaming engine for a fragment that reads files, else the in-memory one.
 
-        Over files and in-memory frames the streaming engine reads in morsels on all the
-        worker's threads, with memory bounded, as polars' own ``collect()`` does: on 16 cores it
-        ran a rank's TPC-H Q1 and Q6 at polars' speed, where the in-memory engine took 5x as
-        long (benchmarks/README.md "CPU workers"). Over the Python scans that hand registered
-        frames to polars, it made joins slower, so those fragments keep the in-memory engine.
+        Over files the streaming engine reads in morsels on all the worker's threads, with
+        memory bounded, as polars' own ``collect()`` does: on 16 cores it ran a rank's TPC-H Q1
+        and Q6 at polars' speed, where the in-memory engine took 5x as long (benchmarks/README.md
+        "CPU workers"). Over frames already in memory (received shuffle data, registered join
+        inputs) it was slower: a group-by with ``n_unique`` of 3M received rows took 0.74 s
+        against 0.35 s (TPC-H Q21, 2 ranks, SF1), and joins over the Python scans of registered
+        frames slowed down as well.
         """
-        return "in-memory" if over_registered else "streaming"
+        return "streaming" if reads_files else "in-memory"
 
     def run_whole(
         self, template: str, frames: list[pl.DataFrame | str], *, streaming: bool
