@@ -89,7 +89,9 @@ def _plan(
     options: StreamingOptions = engine.options
     planning_error: pl.exceptions.PolarsError | None = None
     try:
-        plan = plan_for_ranks(lf, engine.nranks, broadcast_limit=options.broadcast_limit)
+        plan = plan_for_ranks(
+            lf, engine.nranks, broadcast_limit=options.broadcast_limit, optimizations=optimizations
+        )
     except pl.exceptions.PolarsError as error:
         planning_error = error
     if planning_error is None:

@@ -8,6 +8,7 @@ frame from this process's registry, so polars still pushes projections and predi
 from __future__ import annotations
 
 import functools
+import io
 import json
 import threading
 import uuid
@@ -86,19 +87,21 @@ class FragmentRunner:
         return "streaming" if reads_files else "in-memory"
 
     def run_whole(
-        self, template: str, frames: list[pl.DataFrame | str], *, streaming: bool
+        self, query: bytes, streaming: bool, optimizations: tuple[tuple[str, bool], ...]
     ) -> pl.DataFrame:
-        """Run a whole query (:class:`engine.plan.nodes.WholeQuery`).
+        """Run a whole query, polars' binary serialization of it, with the user's flags.
 
-        Over frames, as any template; over files alone, with the streaming engine or with
+        With the streaming engine (in memory where it panics, as :meth:`collect`), or with
         polars' own choice (``auto``).
         """
-        if frames:
-            return self.run_template(template, frames)
-        lf = dsl.lazyframe_from_dsl(template)
-        if streaming:
-            return self.collect(lf)
-        return lf.collect(engine="auto")
+        lf = pl.LazyFrame.deserialize(io.BytesIO(query))
+        flags = pl.QueryOptFlags(**dict(optimizations))
+        if not streaming:
+            return lf.collect(engine="auto", optimizations=flags)
+        try:
+            return lf.collect(engine="streaming", optimizations=flags)
+        except pl.exceptions.PanicException:
+            return lf.collect(engine="in-memory", optimizations=flags)
 
     def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:
         """Fill ``template``'s leaves (frames or DSL JSON leaves) and collect it."""

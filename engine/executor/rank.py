@@ -366,16 +366,15 @@ class RankExecutor:
             yield self.runner.run_template(node.template, list(gathered))
 
     def _whole_query(self, node: WholeQuery) -> Iterator[Part]:
-        """Polars runs the query; its inputs above the partition size stream (memory bound).
+        """Polars runs the query; inputs above the partition size stream (memory bound).
 
         Below it, polars' own choice (``engine="auto"``, the in-memory engine unless the
         user's ``POLARS_ENGINE_AFFINITY`` says otherwise), as ``collect()`` in one process
         would: polars' streaming engine was 16% slower over TPC-H SF1 on 2 cores, 2x on Q21,
         and panics on Q11's decimal sum.
         """
-        frames: list[pl.DataFrame | str] = [self._local(child) for child in node.inputs]
         streams = node.input_bytes > (self.limits.target_partition_size or _GIB)
-        yield self.runner.run_whole(node.template, frames, streaming=streams)
+        yield self.runner.run_whole(node.query, streams, node.optimizations)
 
     def _local(self, node: PlanNode) -> pl.DataFrame:
         """All of this rank's partitions of ``node``, materialized and concatenated."""

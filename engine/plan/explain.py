@@ -121,7 +121,7 @@ STAGE_KINDS: Final[dict[type, StageKind]] = {
         _inputs,
     ),
     WholeQuery: StageKind(
-        _fixed("WholeQuery: one polars query on the only rank"), lambda n: None, _inputs
+        _fixed("WholeQuery: one polars query on the only rank"), lambda n: None, lambda n: ()
     ),
     SingleRank: StageKind(
         lambda n: f"SingleRank {n.node_name} (FALLBACK)", _fixed("gather to rank 0"), _inputs

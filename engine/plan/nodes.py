@@ -134,15 +134,16 @@ class WholeQuery:
     """The whole query as one polars query: the plan of a one-rank engine.
 
     With one rank every exchange is a copy to itself; cutting the query into stages only keeps
-    polars from optimizing it whole. ``template`` is the query's DSL JSON with a leaf marker per
-    in-memory frame (``inputs``); files are read by polars from the template itself.
-    ``input_bytes`` (the files' size plus the frames') decides the polars engine on the rank.
+    polars from optimizing it whole. ``query`` is polars' own binary serialization of the
+    LazyFrame, in-memory frames included, so the rank runs exactly the user's plan.
+    ``input_bytes`` (files' and frames' estimates) decides the polars engine on the rank.
     """
 
-    inputs: tuple[PlanNode, ...]
-    template: str = field(repr=False)
+    query: bytes = field(repr=False)
     input_bytes: float
     output_schema: pl.Schema = field(repr=False)
+    optimizations: tuple[tuple[str, bool], ...] = ()
+    """The user's ``QueryOptFlags`` by name (they do not pickle); ``()``: polars' defaults."""
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
@@ -39,6 +38,10 @@ from engine.plan.nodes import (
     Window,
 )
 from engine.plan.pruning import prune_columns
+from engine.plan.small_inputs import estimated_input_bytes
+
+if TYPE_CHECKING:
+    from polars.lazyframe.opt_flags import QueryOptFlags
 
 __all__ = ["plan_for_ranks", "plan_lazyframe", "plan_on_one_rank", "plan_query"]
 
@@ -73,67 +76,49 @@ def plan_lazyframe(
 
 
 def plan_for_ranks(
-    lf: pl.LazyFrame, nranks: int, *, broadcast_limit: int = DEFAULT_BROADCAST_LIMIT
+    lf: pl.LazyFrame,
+    nranks: int,
+    *,
+    broadcast_limit: int = DEFAULT_BROADCAST_LIMIT,
+    optimizations: QueryOptFlags | None = None,
 ) -> DistributedPlan:
     """The plan an engine of ``nranks`` ranks runs (one rank: :func:`plan_on_one_rank`)."""
     if nranks == 1:
-        return plan_on_one_rank(lf)
+        return plan_on_one_rank(lf, optimizations)
     return plan_lazyframe(lf, broadcast_limit=broadcast_limit)
 
 
-def plan_on_one_rank(lf: pl.LazyFrame) -> DistributedPlan:
+def plan_on_one_rank(
+    lf: pl.LazyFrame, optimizations: QueryOptFlags | None = None
+) -> DistributedPlan:
     """The plan of a one-rank engine: polars runs the whole query as one query on the rank.
 
     With one rank every exchange is a copy to itself, and cutting the query into stages only
-    keeps polars from optimizing it whole (TPC-H SF1 on one rank: 1.58x polars' time in
-    stages, 1.30x whole). Files are read by polars from the rank, in-memory frames are inputs.
+    keeps polars from optimizing it whole (TPC-H SF1 on one rank: 1.63x polars' time in
+    stages, 1.14x whole). The rank gets polars' own serialization of the query, so what it
+    runs is the user's plan, in-memory frames included, not a rewrite of it.
     """
-    dsl.check_polars_version()
     try:
-        tree, in_memory = dsl.serialize_plan_and_frames(lf)
+        query = lf.serialize()
+        schema = lf.collect_schema()
     except Exception as error:  # polars raises several types for unserializable plans
         reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
         return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
-    frames: list[pl.DataFrame] = []
-    file_bytes = 0
-
-    def frames_as_inputs(node: dsl.Node) -> dsl.Node:
-        nonlocal file_bytes
-        kind = dsl.node_kind(node)
-        if kind == "DataFrameScan":
-            frames.append(in_memory.frame(node))
-            return dsl.leaf_marker(len(frames) - 1)
-        if kind == "Scan":
-            file_bytes += _scan_bytes_or_inf(node)
-        inputs = dsl.node_inputs(node)
-        if not inputs:  # a scan, or a node whose inputs we do not know: shipped whole
-            return node
-        return dsl.with_inputs(node, [frames_as_inputs(child) for child in inputs])
-
-    template = in_memory.to_json(frames_as_inputs(tree))
-    sources = tuple(
-        FrameSource(index, frame.height, frame.estimated_size() / max(frame.height, 1))
-        for index, frame in enumerate(frames)
-    )
-    input_bytes = file_bytes + sum(frame.estimated_size() for frame in frames)
-    schema = dsl.lazyframe_from_dsl(tree).collect_schema()
-    return DistributedPlan(
-        WholeQuery(sources, template, input_bytes, schema), schema, (), tuple(frames)
-    )
+    flags = () if optimizations is None else _flags_by_name(optimizations)
+    root = WholeQuery(query, estimated_input_bytes(lf), schema, flags)
+    return DistributedPlan(root, schema, ())
 
 
-def _scan_bytes_or_inf(node: dsl.Node) -> float:
-    """A scan's estimated bytes in memory; infinite where they cannot be told.
+def _flags_by_name(optimizations: QueryOptFlags) -> tuple[tuple[str, bool], ...]:
+    """Every boolean flag of ``optimizations``; ``pl.QueryOptFlags(**dict(...))`` rebuilds it.
 
-    A URL, a buffer or a missing file: polars raises its own error for that when it runs.
+    >>> dict(_flags_by_name(pl.QueryOptFlags(sort_collapse=False)))["sort_collapse"]
+    False
     """
-    file_format, paths = dsl.scan_format(node), dsl.scan_sources(node)
-    if file_format not in _FILE_FORMATS or not paths:
-        return math.inf
-    try:
-        return scan_size(file_format, paths).total_bytes
-    except OSError:
-        return math.inf
+    names = (name for name in dir(optimizations) if not name.startswith("_"))
+    return tuple(
+        (name, value) for name in names if isinstance(value := getattr(optimizations, name), bool)
+    )
 
 
 def plan_query(

@@ -10,11 +10,16 @@ are read from polars' own optimized plan (``LazyFrame._ldf.visit()``, ~0.05 ms),
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
 
-__all__ = ["in_memory_input_bytes"]
+from engine.plan.estimates import scan_size
+
+__all__ = ["estimated_input_bytes", "in_memory_input_bytes"]
+
+_FILE_FORMATS = frozenset({"parquet", "csv", "ipc", "ndjson"})
 
 
 def in_memory_input_bytes(lf: pl.LazyFrame) -> int | None:
@@ -50,5 +55,43 @@ def _input_bytes(traverser: Any) -> int | None:
         if size is None:
             return None
         total += size
+    traverser.set_node(current)
+    return total
+
+
+def estimated_input_bytes(lf: pl.LazyFrame) -> float:
+    """Bytes in memory of everything ``lf`` reads: its frames' and its files' estimates.
+
+    A file source whose size cannot be told (a URL, a buffer, a missing file) counts as
+    infinite; a Python source (``register_io_source``) as nothing, as polars cannot say.
+
+    >>> estimated_input_bytes(pl.LazyFrame({"a": [1, 2, 3]}))
+    24.0
+    """
+    try:
+        return _estimated_bytes(lf._ldf.visit())
+    except (Exception, pl.exceptions.PanicException):
+        return math.inf
+
+
+def _estimated_bytes(traverser: Any) -> float:
+    node = traverser.view_current_node()
+    kind = type(node).__name__
+    if kind == "DataFrameScan":
+        return float(pl.DataFrame._from_pydf(node.df).estimated_size())
+    if kind == "Scan":
+        file_format = node.scan_type[0]
+        paths = [str(path) for path in node.paths]
+        if file_format not in _FILE_FORMATS or not paths:
+            return math.inf
+        try:
+            return scan_size(file_format, paths).total_bytes
+        except OSError:
+            return math.inf
+    current = traverser.get_node()
+    total = 0.0
+    for child in traverser.get_inputs():
+        traverser.set_node(child)
+        total += _estimated_bytes(traverser)
     traverser.set_node(current)
     return total

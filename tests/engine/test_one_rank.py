@@ -48,3 +48,13 @@ def test_an_operation_that_cannot_be_distributed_is_no_fallback_on_one_rank(dask
     options = {"fallback_mode": "raise"}
     with DaskEngine(dask_client=dask_client_of_size(1), engine_options=options) as engine:
         assert_frame_equal(lf.collect(engine=engine), lf.collect())
+
+
+def test_the_users_optimization_flags_reach_the_rank(dask_client_of_size):
+    """Without ``sort_collapse`` the two sorts stay two, and ties keep the first sort's order."""
+    flags = pl.QueryOptFlags(sort_collapse=False)
+    lf = pl.LazyFrame({"a": [2, 2, 1, 3], "b": ["A", "B", "C", "D"]}).sort(pl.all())
+    query = lf.sort(pl.col("a").cum_prod())
+    with DaskEngine(dask_client=dask_client_of_size(1)) as engine:
+        got = query.collect(engine=engine, optimizations=flags)
+    assert_frame_equal(got, query.collect(optimizations=flags))
