@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from engine.executor.fragments import FragmentRunner
+from engine.plan.small_inputs import plan_leaves
 
 if TYPE_CHECKING:
     from engine.stats import StageRecorder
@@ -52,13 +53,8 @@ class ReadObservingRunner(FragmentRunner):
 
 def _scan_reads(traverser: Any) -> Iterator[tuple[int, int, list[str] | None]]:
     """``(offset, rows, columns)`` of every sliced scan in polars' optimized plan."""
-    node = traverser.view_current_node()
-    if type(node).__name__ == "Scan" and node.file_options.n_rows is not None:
-        offset, length = node.file_options.n_rows
-        columns = node.file_options.with_columns
-        yield int(offset), int(length), None if columns is None else list(columns)
-    current = traverser.get_node()
-    for child in traverser.get_inputs():
-        traverser.set_node(child)
-        yield from _scan_reads(traverser)
-    traverser.set_node(current)
+    for leaf in plan_leaves(traverser):
+        if type(leaf).__name__ == "Scan" and leaf.file_options.n_rows is not None:
+            offset, length = leaf.file_options.n_rows
+            columns = leaf.file_options.with_columns
+            yield int(offset), int(length), None if columns is None else list(columns)

@@ -36,6 +36,7 @@ from engine.plan.nodes import (
 )
 
 __all__ = [
+    "FILE_FORMATS",
     "ScanSize",
     "column_share",
     "dtype_width",
@@ -43,6 +44,10 @@ __all__ = [
     "plan_bytes",
     "scan_size",
 ]
+
+FILE_FORMATS: Final = frozenset({"parquet", "csv", "ipc", "ndjson"})
+"""File formats the planner splits into row ranges and :func:`scan_size` can size."""
+
 
 MAX_FOOTERS: Final = 64
 """Parquet footers read per scan at most; beyond that a spread sample is scaled up by size."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 
 from engine.plan import dsl, dsl_exprs, dsl_nodes
-from engine.plan.estimates import ScanSize, plan_bytes, scan_size
+from engine.plan.estimates import FILE_FORMATS, ScanSize, plan_bytes, scan_size
 from engine.plan.nodes import (
     Aggregate,
     AggregateOutput,
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["plan_for_ranks", "plan_lazyframe", "plan_on_one_rank", "plan_query"]
 
-_FILE_FORMATS: Final = frozenset({"parquet", "csv", "ipc", "ndjson"})
 _ROW_WISE_MAP_FUNCTIONS: Final = frozenset({"Rename", "Explode", "Unnest", "FillNan", "Hint"})
 """Hint (``set_sorted``) only marks sortedness, which holds for every rank's contiguous share."""
 _TEMP: Final = "__polars_hpc_p"
@@ -188,7 +187,7 @@ class _Planner:
     def scan(self, node: dsl.Node) -> PlanNode | None:
         file_format = dsl.scan_format(node)
         paths = dsl.scan_sources(node)
-        if file_format not in _FILE_FORMATS or not paths:
+        if file_format not in FILE_FORMATS or not paths:
             return None
         total_rows = (
             dsl.lazyframe_from_dsl(node).select(pl.len()).collect(engine="in-memory").item()

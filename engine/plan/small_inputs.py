@@ -11,15 +11,30 @@ are read from polars' own optimized plan (``LazyFrame._ldf.visit()``, ~0.05 ms),
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
 
-from engine.plan.estimates import scan_size
+from engine.plan.estimates import FILE_FORMATS, scan_size
 
-__all__ = ["estimated_input_bytes", "in_memory_input_bytes"]
+__all__ = ["estimated_input_bytes", "in_memory_input_bytes", "plan_leaves"]
 
-_FILE_FORMATS = frozenset({"parquet", "csv", "ipc", "ndjson"})
+
+def plan_leaves(traverser: Any) -> Iterator[Any]:
+    """The leaf nodes (scans, frames, Python sources) of polars' optimized plan, in order.
+
+    ``traverser`` is ``LazyFrame._ldf.visit()``; it is left at the node it was given.
+    """
+    inputs = traverser.get_inputs()
+    if not inputs:
+        yield traverser.view_current_node()
+        return
+    current = traverser.get_node()
+    for child in inputs:
+        traverser.set_node(child)
+        yield from plan_leaves(traverser)
+    traverser.set_node(current)
 
 
 def in_memory_input_bytes(lf: pl.LazyFrame) -> int | None:
@@ -34,28 +49,14 @@ def in_memory_input_bytes(lf: pl.LazyFrame) -> int | None:
     >>> in_memory_input_bytes(pl.scan_csv("any.csv")) is None
     True
     """
+    total = 0
     try:
-        return _input_bytes(lf._ldf.visit())
+        for leaf in plan_leaves(lf._ldf.visit()):
+            if type(leaf).__name__ != "DataFrameScan":
+                return None
+            total += _frame_bytes(leaf)
     except (Exception, pl.exceptions.PanicException):
         return None
-
-
-def _input_bytes(traverser: Any) -> int | None:
-    inputs = traverser.get_inputs()
-    if not inputs:
-        node = traverser.view_current_node()
-        if type(node).__name__ != "DataFrameScan":
-            return None
-        return pl.DataFrame._from_pydf(node.df).estimated_size()
-    current = traverser.get_node()
-    total = 0
-    for child in inputs:
-        traverser.set_node(child)
-        size = _input_bytes(traverser)
-        if size is None:
-            return None
-        total += size
-    traverser.set_node(current)
     return total
 
 
@@ -69,29 +70,26 @@ def estimated_input_bytes(lf: pl.LazyFrame) -> float:
     24.0
     """
     try:
-        return _estimated_bytes(lf._ldf.visit())
+        return sum((_leaf_bytes(leaf) for leaf in plan_leaves(lf._ldf.visit())), 0.0)
     except (Exception, pl.exceptions.PanicException):
         return math.inf
 
 
-def _estimated_bytes(traverser: Any) -> float:
-    node = traverser.view_current_node()
-    kind = type(node).__name__
+def _frame_bytes(leaf: Any) -> int:
+    return pl.DataFrame._from_pydf(leaf.df).estimated_size()
+
+
+def _leaf_bytes(leaf: Any) -> float:
+    kind = type(leaf).__name__
     if kind == "DataFrameScan":
-        return float(pl.DataFrame._from_pydf(node.df).estimated_size())
-    if kind == "Scan":
-        file_format = node.scan_type[0]
-        paths = [str(path) for path in node.paths]
-        if file_format not in _FILE_FORMATS or not paths:
-            return math.inf
-        try:
-            return scan_size(file_format, paths).total_bytes
-        except OSError:
-            return math.inf
-    current = traverser.get_node()
-    total = 0.0
-    for child in traverser.get_inputs():
-        traverser.set_node(child)
-        total += _estimated_bytes(traverser)
-    traverser.set_node(current)
-    return total
+        return float(_frame_bytes(leaf))
+    if kind != "Scan":
+        return 0.0
+    file_format = leaf.scan_type[0]
+    paths = [str(path) for path in leaf.paths]
+    if file_format not in FILE_FORMATS or not paths:
+        return math.inf
+    try:
+        return scan_size(file_format, paths).total_bytes
+    except OSError:
+        return math.inf
