@@ -13,10 +13,10 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Literal
 
 import polars as pl
 from polars.io.plugins import register_io_source
+from polars.lazyframe.opt_flags import DEFAULT_QUERY_OPT_FLAGS, QueryOptFlags
 
 from engine.plan import dsl
 from engine.plan.small_inputs import in_memory_input_bytes
@@ -58,23 +58,7 @@ class FragmentRunner:
     """Builds and collects fragment LazyFrames, each with the polars engine that suits it."""
 
     def collect(self, lf: pl.LazyFrame, *, over_registered: bool = False) -> pl.DataFrame:
-        """Run one fragment with :meth:`engine_for` its inputs.
-
-        A plan polars' streaming engine does not implement yet (``with_context``, say) makes it
-        panic while it lowers the plan, before any work; polars' own ``engine="auto"`` then
-        uses the in-memory engine, and so does this.
-        """
-        reads_files = not over_registered and in_memory_input_bytes(lf) is None
-        try:
-            return lf.collect(engine=self.engine_for(reads_files=reads_files))
-        except pl.exceptions.PanicException:
-            if not reads_files:
-                raise
-            return lf.collect(engine="in-memory")
-
-    @staticmethod
-    def engine_for(*, reads_files: bool) -> Literal["in-memory", "streaming"]:
-        """The streaming engine for a fragment that reads files, else the in-memory one.
+        """Run one fragment: on the streaming engine if it reads files, else in memory.
 
         Over files the streaming engine reads in morsels on all the worker's threads, with
         memory bounded, as polars' own ``collect()`` does: on 16 cores it ran a rank's TPC-H Q1
@@ -84,24 +68,22 @@ class FragmentRunner:
         against 0.35 s (TPC-H Q21, 2 ranks, SF1), and joins over the Python scans of registered
         frames slowed down as well.
         """
-        return "streaming" if reads_files else "in-memory"
+        if over_registered or in_memory_input_bytes(lf) is not None:
+            return lf.collect(engine="in-memory")
+        return _streaming_else_in_memory(lf, DEFAULT_QUERY_OPT_FLAGS)
 
     def run_whole(
         self, query: bytes, streaming: bool, optimizations: tuple[tuple[str, bool], ...]
     ) -> pl.DataFrame:
         """Run a whole query, polars' binary serialization of it, with the user's flags.
 
-        With the streaming engine (in memory where it panics, as :meth:`collect`), or with
-        polars' own choice (``auto``).
+        With the streaming engine, or with polars' own choice (``auto``).
         """
         lf = pl.LazyFrame.deserialize(io.BytesIO(query))
         flags = pl.QueryOptFlags(**dict(optimizations))
-        if not streaming:
-            return lf.collect(engine="auto", optimizations=flags)
-        try:
-            return lf.collect(engine="streaming", optimizations=flags)
-        except pl.exceptions.PanicException:
-            return lf.collect(engine="in-memory", optimizations=flags)
+        if streaming:
+            return _streaming_else_in_memory(lf, flags)
+        return lf.collect(engine="auto", optimizations=flags)
 
     def run_template(self, template: str, inputs: list[pl.DataFrame | str]) -> pl.DataFrame:
         """Fill ``template``'s leaves (frames or DSL JSON leaves) and collect it."""
@@ -133,6 +115,19 @@ class FragmentRunner:
         if isinstance(leaf, str):
             return dsl.lazyframe_from_dsl(leaf)
         return leaf.lazy()
+
+
+def _streaming_else_in_memory(lf: pl.LazyFrame, flags: QueryOptFlags) -> pl.DataFrame:
+    """``lf`` on the streaming engine, or in memory where the streaming engine panics.
+
+    A plan it does not implement yet (``with_context``, say) makes it panic while it lowers
+    the plan, before any work; polars' own ``engine="auto"`` then uses the in-memory engine,
+    and so does this.
+    """
+    try:
+        return lf.collect(engine="streaming", optimizations=flags)
+    except pl.exceptions.PanicException:
+        return lf.collect(engine="in-memory", optimizations=flags)
 
 
 def _registered_leaf(key: str, schema: pl.Schema) -> str:
