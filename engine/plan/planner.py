@@ -69,9 +69,14 @@ def plan_lazyframe(
     try:
         tree, frames = dsl.serialize_plan_and_frames(lf)
     except Exception as error:  # polars raises several types for unserializable plans
-        reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
-        return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
+        return _on_client(error)
     return plan_query(tree, broadcast_limit=broadcast_limit, in_memory=frames)
+
+
+def _on_client(error: Exception) -> DistributedPlan:
+    """The plan of a query polars cannot serialize: polars runs it on the client."""
+    reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
+    return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
 
 
 def plan_for_ranks(
@@ -101,8 +106,7 @@ def plan_on_one_rank(
         query = lf.serialize()
         schema = lf.collect_schema()
     except Exception as error:  # polars raises several types for unserializable plans
-        reason = f"polars cannot serialize this query ({type(error).__name__}: {error})"
-        return DistributedPlan(None, None, (Fallback("query", reason, on_client=True),))
+        return _on_client(error)
     flags = () if optimizations is None else _flags_by_name(optimizations)
     root = WholeQuery(query, estimated_input_bytes(lf), schema, flags)
     return DistributedPlan(root, schema, ())
