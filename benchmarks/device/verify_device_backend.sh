@@ -3,17 +3,18 @@
 #   benchmarks/device/verify_device_backend.sh tests   # install, pytest -m gpu at SF1, SF10 data
 #   SF=10 benchmarks/device/verify_device_backend.sh bench   # the TPC-H bar, 1 and 2 ranks per GPU
 #   benchmarks/device/verify_device_backend.sh quick   # one call: pytest -m gpu and the bar at SF1
-# The wheels arrive as /tmp/wheels.tar, appended part by part by earlier calls: here,
-#   pip download --no-deps (device README flags, --extra-index-url https://pypi.nvidia.com) of
+# The CPU packages (polars, dask, distributed, tpchgen-cli, ...) are installed by an earlier
+# verify_cpu_speed.sh call that carried .whl-cpu; the GPU ones arrive as /tmp/wheels.tar,
+# appended part by part by earlier calls. Here,
+#   pip download --no-deps (device README flags) of
 #   cudf-polars-cu13==26.10.2 pylibcudf-cu13==26.10.2 libcudf-cu13==26.10.2
 #   cudf-streaming-cu13==26.10.2 libcudf-streaming-cu13==26.10.2 kvikio-cu13==26.10.0
 #   libkvikio-cu13==26.10.0 rmm-cu13==26.10.0 librmm-cu13==26.10.0 rapidsmpf-cu13==26.10.0
 #   librapidsmpf-cu13==26.10.0 rapids-logger==0.3.* nvidia-libnvcomp-cu13==5.3.0.16
 #   ucxx-cu13==0.52.0 libucxx-cu13==0.52.0 "libucx-cu13>=1.21,<1.22" "nvidia-nvjitlink==13.5.*"
-#   nvtx polars==1.44.2 polars-runtime-32==1.44.2 dask==2026.11.0 distributed==2026.11.0 tblib
-#   zict locket partd tornado importlib_metadata tpchgen-cli   (29 wheels, 486 MiB)
-#   into .whl/, then: tar -cf /tmp/wheels.tar -C .whl . && split -b 62M -d /tmp/wheels.tar .xfer/part
-#   and one call per part, carrying .xfer/partNN: cat .xfer/partNN >> /tmp/wheels.tar
+#   nvtx   (18 wheels, 431 MiB; all are on PyPI) into .whl-gpu/, then
+#   tar -cf /tmp/wheels.tar -C .whl-gpu . && split -b 62M -d /tmp/wheels.tar .xfer/part
+#   and one call per part (7), carrying .xfer/partNN: cat .xfer/partNN >> /tmp/wheels.tar
 # The machine stays warm 30 s between calls: have the next call ready.
 # Every step logs to $OUT/<step>.log.
 set -uo pipefail
