@@ -154,6 +154,12 @@ class Join:
     ``broadcast_left``, or ``shuffle`` (hash both sides on the keys). ``then``: the row-wise
     operations above the join that run in the same polars query (``template`` holds them),
     so polars optimizes them with the join as it would in one process.
+
+    A ``shuffle`` is planned from estimates; its ranks materialize both sides first and then
+    know the real sizes. ``broadcastable`` names the sides (``"left"``, ``"right"``) the join
+    may allgather instead when their real total is at most ``broadcast_limit`` bytes, and
+    ``filterable`` the sides that may drop rows whose keys the other side lacks (such rows
+    are never emitted) before anything moves.
     """
 
     left: PlanNode
@@ -165,6 +171,9 @@ class Join:
     right_keys: tuple[str, ...] = field(repr=False)
     key_casts: tuple[pl.DataType | None, ...] = field(repr=False)
     then: tuple[str, ...] = ()
+    broadcastable: tuple[str, ...] = ()
+    filterable: tuple[str, ...] = ()
+    broadcast_limit: int = 0
 
 
 @dataclass(frozen=True)

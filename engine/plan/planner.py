@@ -425,11 +425,21 @@ class _Planner:
             reason = "this join's order or validation needs one rank to see all rows"
             return self.single_rank(node, reason, (left, right))
         casts: tuple[pl.DataType | None, ...] = ()
+        adaptive: dict[str, Any] = {}
         if strategy == "shuffle":
             casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
+            adaptive = _runtime_alternatives(parts, self.broadcast_limit)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
         return Join(
-            left, right, template, parts.how, strategy, parts.left_keys, parts.right_keys, casts
+            left,
+            right,
+            template,
+            parts.how,
+            strategy,
+            parts.left_keys,
+            parts.right_keys,
+            casts,
+            **adaptive,
         )
 
 
@@ -453,10 +463,8 @@ _BROADCAST_RIGHT_OK: Final = frozenset({"inner", "left", "semi", "anti", "cross"
 _BROADCAST_LEFT_OK: Final = frozenset({"inner", "right", "cross"})
 
 
-def _join_strategy(
-    parts: dsl_nodes.JoinParts, left_bytes: float, right_bytes: float, limit: int
-) -> str | None:
-    """``broadcast_right``, ``broadcast_left``, ``shuffle``, or ``None`` (single rank).
+def _broadcastable(parts: dsl_nodes.JoinParts) -> tuple[bool, bool]:
+    """Whether the right and the left side may be broadcast (allgathered).
 
     A broadcast side must be one whose unmatched rows are not emitted (else every rank would
     emit them); join validation needs all rows of a key together, which only a shuffle gives;
@@ -472,9 +480,48 @@ def _join_strategy(
     )
     if parts.how == "cross":
         left_ok = left_ok and order == "None"
-    if right_ok and right_bytes <= limit and (right_bytes <= left_bytes or not left_ok):
+    return right_ok, left_ok
+
+
+def _runtime_alternatives(parts: dsl_nodes.JoinParts, limit: int) -> dict[str, Any]:
+    """What a shuffle join may do instead once its ranks know the real sizes (``Join``).
+
+    A side may be filtered by the other's keys when its unmatched rows are never emitted and
+    no validation must see all of its keys.
+    """
+    right_ok, left_ok = _broadcastable(parts)
+    validated = parts.validation != "ManyToMany"
+    filterable = () if validated else _FILTERABLE_SIDES.get(parts.how, ())
+    return {
+        "broadcastable": ("right",) * right_ok + ("left",) * left_ok,
+        "filterable": filterable,
+        "broadcast_limit": limit,
+    }
+
+
+_FILTERABLE_SIDES: Final[dict[str, tuple[str, ...]]] = {
+    "inner": ("right", "left"),
+    "left": ("right",),
+    "semi": ("right",),
+    "anti": ("right",),
+    "right": ("left",),
+}
+
+
+def _join_strategy(
+    parts: dsl_nodes.JoinParts, left_bytes: float, right_bytes: float, limit: int
+) -> str | None:
+    """``broadcast_right``, ``broadcast_left``, ``shuffle``, or ``None`` (single rank).
+
+    Only the smaller side is broadcast: every rank joins all of a broadcast side, so
+    broadcasting the larger one (the orders of TPC-H Q13's left join from customer) repeats
+    most of the join on every rank. A shuffle join decides again on the real sizes.
+    """
+    order = parts.maintain_order
+    right_ok, left_ok = _broadcastable(parts)
+    if right_ok and right_bytes <= min(limit, left_bytes):
         return "broadcast_right"
-    if left_ok and left_bytes <= limit:
+    if left_ok and left_bytes <= min(limit, right_bytes):
         return "broadcast_left"
     if parts.how != "cross" and order == "None":
         return "shuffle"

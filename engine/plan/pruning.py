@@ -2,9 +2,10 @@
 
 Polars prunes columns inside each fragment it runs, but a fragment boundary (a shuffle, a
 broadcast) would otherwise carry every column its producer has. This pass walks the query top
-down with the set of columns each node's consumers read, and wraps scans and join outputs in a
-``select`` of just those columns, so only they are read and cross the network. Unknown nodes
-and selectors keep everything (never a wrong answer, only less pruning).
+down with the set of columns each node's consumers read, and wraps scans, join and group-by
+outputs, and filters on columns that nothing above them reads, in a ``select`` of just those
+columns, so only they are read and cross the network. Unknown nodes and selectors keep
+everything (never a wrong answer, only less pruning).
 """
 
 from __future__ import annotations
@@ -40,11 +41,23 @@ def _prune(node: dsl.Node, needed: Needed) -> dsl.Node:
         node = dsl.with_inputs(
             node, [_prune(c, n) for c, n in zip(inputs, child_needs, strict=True)]
         )
-    if needed is None or kind not in _WRAP_OUTPUT_OF:
+    if needed is None or not (kind in _WRAP_OUTPUT_OF or _filter_reads_more(node, needed)):
         return node
     names = _schema_names(node)
     keep = [name for name in names if name in needed] or names[:1]
     return node if len(keep) == len(names) else dsl_nodes.select_columns_node(node, keep)
+
+
+def _filter_reads_more(node: dsl.Node, needed: set[str]) -> bool:
+    """A filter on a column its consumers do not read (Q13's ``o_comment``).
+
+    Its output would carry that column across the next exchange: polars drops a column after
+    the last node reading it only at the end of a query, or at a join.
+    """
+    if dsl.node_kind(node) != "Filter":
+        return False
+    roots = dsl_nodes.expr_roots([dsl_nodes.filter_predicate(node)])
+    return roots is not None and not roots <= needed
 
 
 def _union(needed: Needed, more: set[str] | None) -> Needed:

@@ -98,6 +98,39 @@ def test_equi_join_matches_polars(engine, sides, how, keys, nulls_equal, coalesc
     assert_frame_equal(actual, expected, check_row_order=False)
 
 
+@pytest.fixture(scope="module")
+def adaptive_engine(dask_client_of_size):
+    """A broadcast limit below the test frames' size: joins are planned as shuffles.
+
+    Filtered sides then turn out small at run time, and the ranks broadcast one side or filter
+    one by the other's keys instead (``Join.broadcastable``, ``Join.filterable``).
+    """
+    options = {"fallback_mode": "raise", "broadcast_limit": 400}
+    with DaskEngine(dask_client=dask_client_of_size(2), engine_options=options) as engine:
+        yield engine
+
+
+@PROPERTY_SETTINGS
+@given(
+    sides=join_sides(),
+    how=st.sampled_from(JOIN_TYPES),
+    keys=st.sampled_from([["k1"], ["k1", "k2"]]),
+    nulls_equal=st.booleans(),
+    kept=st.tuples(st.integers(0, 60), st.integers(0, 60)),
+)
+def test_join_decided_on_real_sizes_matches_polars(
+    adaptive_engine, sides, how, keys, nulls_equal, kept
+):
+    left, right = sides
+    query = (
+        left.lazy()
+        .filter(pl.col("a") < kept[0])
+        .join(right.lazy().filter(pl.col("b") < kept[1]), on=keys, how=how, nulls_equal=nulls_equal)
+    )
+    actual, expected = _collect_both(query, adaptive_engine)
+    assert_frame_equal(actual, expected, check_row_order=False)
+
+
 @PROPERTY_SETTINGS
 @given(sides=join_sides(), how=st.sampled_from(["inner", "left", "full"]))
 def test_join_on_different_names_and_expression_keys(engine, sides, how):

@@ -55,7 +55,7 @@ def test_plan_is_plain_data(scan):
     assert isinstance(plan.root, Aggregate)
     assert plan.root.outputs is not None
     assert isinstance(plan.root.input, RowWise)
-    assert plan.root.input.operations == ("Select", "Filter")
+    assert plan.root.input.operations == ("Select", "Filter", "Select")
     assert isinstance(plan.root.input.input, ScanSource)
     assert plan.root.input.input.total_rows == 3
     assert "Aggregate(input=RowWise" in repr(plan)

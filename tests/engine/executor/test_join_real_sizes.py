@@ -1,0 +1,63 @@
+"""A join planned as a shuffle is decided again on the real sizes of its sides.
+
+Estimates cannot see through a filter: the side that a filter empties is still planned at its
+input's size. Once both sides are materialized, the ranks broadcast a side that turned out
+small, or let a small side that may not be broadcast filter the other by its keys, so the big
+side never crosses the network. The answers are polars' own; the bytes shuffled show which
+way the join went.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from engine.dask import DaskEngine
+
+pytestmark = pytest.mark.timeout(120)
+
+ROWS = 40_000
+
+
+@pytest.fixture(scope="module")
+def engine(dask_client_of_size):
+    options = {"fallback_mode": "raise", "broadcast_limit": 64 * 1024}
+    with DaskEngine(dask_client=dask_client_of_size(2), engine_options=options) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def facts() -> pl.DataFrame:
+    return pl.DataFrame({"k": range(ROWS), "v": range(ROWS)}).with_columns(
+        pl.col("k") % 5000, text=pl.lit("x" * 40)
+    )
+
+
+def _run(engine: DaskEngine, query: pl.LazyFrame) -> int:
+    """The engine's answer equals polars'; returns the bytes it shuffled."""
+    assert_frame_equal(query.collect(engine=engine), query.collect(), check_row_order=False)
+    stats = engine.last_query_stats
+    assert stats is not None
+    assert not stats.fallbacks
+    assert "shuffle" in engine.explain(query)
+    return stats.bytes_shuffled
+
+
+def test_a_side_filtered_small_is_broadcast(engine, facts):
+    few = facts.lazy().filter(pl.col("v") < 20).select("k", w="v")
+    query = facts.lazy().join(few, on="k")
+    assert _run(engine, query) < facts.estimated_size() // 20
+
+
+def test_a_small_side_that_may_not_be_broadcast_filters_the_other(engine, facts):
+    """A semi join keeps its left rows where they are; the big right side moves only its
+    rows whose keys the left has."""
+    few = facts.lazy().filter(pl.col("v") < 20)
+    query = few.join(facts.lazy().select("k", "text"), on="k", how="semi")
+    assert _run(engine, query) < facts.estimated_size() // 20
+
+
+def test_sides_that_stay_large_are_shuffled(engine, facts):
+    query = facts.lazy().join(facts.lazy().select("k", w="v"), on="k", how="left")
+    assert _run(engine, query) > facts.select("k", "v").estimated_size() // 4
