@@ -513,15 +513,17 @@ def _join_strategy(
 ) -> str | None:
     """``broadcast_right``, ``broadcast_left``, ``shuffle``, or ``None`` (single rank).
 
-    Only the smaller side is broadcast: every rank joins all of a broadcast side, so
-    broadcasting the larger one (the orders of TPC-H Q13's left join from customer) repeats
-    most of the join on every rank. A shuffle join decides again on the real sizes.
+    A side within the limit that only it may broadcast is broadcast even when it is the larger
+    one: the other side then stays partitioned and in order, and polars' left, semi and anti
+    joins keep the left order (deprecated but relied on, and asserted by polars' own tests,
+    e.g. ``test_join_preserve_order_left``), which a shuffle loses. A shuffle join decides
+    again on the real sizes.
     """
     order = parts.maintain_order
     right_ok, left_ok = _broadcastable(parts)
-    if right_ok and right_bytes <= min(limit, left_bytes):
+    if right_ok and right_bytes <= limit and (right_bytes <= left_bytes or not left_ok):
         return "broadcast_right"
-    if left_ok and left_bytes <= min(limit, right_bytes):
+    if left_ok and left_bytes <= limit:
         return "broadcast_left"
     if parts.how != "cross" and order == "None":
         return "shuffle"
