@@ -19,6 +19,8 @@ GPU and back) was removed: on one H100 at TPC-H SF10 it was 26x slower than cudf
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import os
 import sys
 import time
@@ -29,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from engine.comm.base import PeerFailedError
 from engine.executor.client import collect_query, sink_query
+from engine.executor.dispatch import LOST_WORKER_POLL_S, present_workers
 from engine.executor.sinks import sink_request, staged_sink, write_part
 from engine.gpu.device import DeviceRefusal, device_readiness
 from engine.progress import progress_wanted
@@ -52,6 +56,8 @@ __all__ = [
     "sink_on_device",
     "start_device",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEVICE_OPERATION = "device: cudf-polars streaming, whole query"
 """The one stage a device query's ``last_query_stats`` shows: cudf-polars plans its own."""
@@ -152,7 +158,7 @@ def _device_collect(
         print(f"[device] query on {engine.nranks} GPU rank(s)...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        result = engine._device.collect(lf, optimizations)
+        result = _watched(engine, lf, optimizations)
     except DeviceRefusal as refusal:
         _on_refusal(refusal, engine.options.fallback_mode)
         return None
@@ -163,6 +169,63 @@ def _device_collect(
     if show:
         print(f"[device] done in {seconds:.2f} s, {result.height:,} rows", file=sys.stderr)
     return result
+
+
+def _watched(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:
+    """The device's answer, waited for while the ranks' workers are watched.
+
+    cudf-polars' ``Client.run`` notices no dead worker: the other ranks wait for it in a
+    rapidsmpf collective, and so would this process, forever. Here a worker that left the
+    cluster raises :class:`PeerFailedError` naming its rank within ``LOST_WORKER_POLL_S``, and
+    Ctrl-C returns at once. cudf-polars cannot cancel a query, so neither stops the ranks:
+    after a lost worker this engine refuses further queries (the others are stuck in the
+    collective); after Ctrl-C the next query starts once the interrupted one has finished.
+    """
+    device = engine._device
+    if device.lost is not None:
+        raise PeerFailedError(device.lost)
+    if device.busy:
+        logger.warning(
+            "the GPU ranks still run an interrupted query (cudf-polars cannot cancel one); "
+            "this query starts when it finishes"
+        )
+        _wait_watching(engine, device.running, report_errors=False)
+    return _wait_watching(engine, device.start(lf, optimizations), report_errors=True)
+
+
+def _wait_watching(engine: Any, future: Any, *, report_errors: bool) -> Any:
+    """``future``'s result once it is done, unless a rank's worker leaves the cluster first."""
+    while True:
+        done, _ = concurrent.futures.wait([future], timeout=LOST_WORKER_POLL_S)
+        if done and not report_errors:
+            return None
+        if done and future.exception() is None:
+            return future.result()
+        lost = _lost_device_rank(engine)
+        if lost is not None:
+            raise lost from future.exception() if done else None
+        if done:  # a failure with every worker there: the query's own error
+            return future.result()
+
+
+def _lost_device_rank(engine: Any) -> PeerFailedError | None:
+    """A ``PeerFailedError`` for the first rank whose worker left the cluster, else ``None``.
+
+    The device backend is marked lost with it. Also asked when cudf-polars' ``Client.run``
+    itself failed: a dead worker can surface there first, as a connection error that names no
+    rank.
+    """
+    present = present_workers(engine.client)
+    lost = [(rank, a) for rank, a in enumerate(engine._workers) if a not in present]
+    if not lost:
+        return None
+    rank, address = lost[0]
+    engine._device.lost = (
+        f"rank {rank}'s worker {address} left the cluster during a device query (its process "
+        "died or was killed: see that worker's log); the other GPU ranks wait for it in a "
+        "collective, so this DaskEngine cannot run queries any more: create a new DaskEngine"
+    )
+    return PeerFailedError(engine._device.lost)
 
 
 def collect_on_device(engine: Any, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:

@@ -31,8 +31,10 @@ import contextlib
 import importlib.util
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -202,6 +204,35 @@ class DeviceBackend:
             executor_options=dict(settings.executor_options),
             engine_options=engine_options,
         )
+        self.running: Future[pl.DataFrame] | None = None
+        """The latest query started by :meth:`start` (it may outlive a Ctrl-C)."""
+        self.lost: str | None = None
+        """Why this backend cannot run queries any more (a rank's worker left mid-query)."""
+
+    def start(self, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> Future[pl.DataFrame]:
+        """:meth:`collect` in a thread of its own, so that the caller can watch the ranks.
+
+        cudf-polars runs a query with ``Client.run``, which waits for every worker's answer
+        and cannot be interrupted or cancelled; the thread is a daemon, so that a query whose
+        ranks never answer cannot keep the process from exiting.
+        """
+        future: Future[pl.DataFrame] = Future()
+
+        def run() -> None:
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self.collect(lf, optimizations))
+            except BaseException as error:
+                future.set_exception(error)
+
+        threading.Thread(target=run, name="polars-hpc-device-query", daemon=True).start()
+        self.running = future
+        return future
+
+    @property
+    def busy(self) -> bool:
+        """Whether the ranks still run a query (one the caller stopped waiting for)."""
+        return self.running is not None and not self.running.done()
 
     def collect(self, lf: pl.LazyFrame, optimizations: QueryOptFlags) -> pl.DataFrame:
         """Run ``lf`` on every rank's GPU; the result is gathered on this process.
@@ -219,5 +250,16 @@ class DeviceBackend:
             return explain_query(lf, self._engine, physical=True)
 
     def shutdown(self) -> None:
-        """Tear down every rank's rapidsmpf context and communicator; idempotent."""
+        """Tear down every rank's rapidsmpf context and communicator; idempotent.
+
+        Not while a rank is lost or a query still runs: the teardown is a ``Client.run`` that
+        would wait for ranks that never answer. Their processes end with the cluster.
+        """
+        if self.lost is not None or self.busy:
+            logger.warning(
+                "the device backend's ranks are %s: their rapidsmpf contexts end with their "
+                "processes",
+                "gone" if self.lost is not None else "still running an interrupted query",
+            )
+            return
         self._engine.shutdown()

@@ -8,7 +8,12 @@ the options handed over, refusals and their fallback, stats, explain, sinks and 
 
 from __future__ import annotations
 
+import _thread
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +22,7 @@ import pytest
 from distributed import Client, LocalCluster
 from polars.testing import assert_frame_equal
 
+from engine.comm.base import PeerFailedError
 from engine.dask import DaskEngine
 
 pytestmark = pytest.mark.timeout(180)
@@ -134,3 +140,92 @@ def _give_gpu() -> None:
     import os
 
     os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+
+
+@pytest.fixture
+def own_gpu_client(gpu_client) -> Iterator[Client]:
+    """A two-worker GPU-looking cluster of the test's own: these tests kill or wedge ranks.
+
+    Depends on ``gpu_client`` for the stand-in on ``sys.path``.
+    """
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        memory_limit="2GiB",
+        env={"CUDA_VISIBLE_DEVICES": "0"},
+    )
+    client = Client(cluster)
+    client.wait_for_workers(2, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _wait_until_running(hold: Path, count: int) -> None:
+    """Until ``count`` workers have started the held query (each writes ``hold.<pid>``)."""
+    deadline = time.monotonic() + 30
+    while len(list(hold.parent.glob(f"{hold.name}.*"))) < count:
+        assert time.monotonic() < deadline, "the held query never reached the workers"
+        time.sleep(0.02)
+
+
+def test_a_killed_gpu_worker_raises_peer_failed_error_naming_its_rank(own_gpu_client, tmp_path):
+    from cudf_polars.engine.dask import hold_queries
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    with DaskEngine(dask_client=own_gpu_client) as engine:
+        assert engine._device is not None
+        own_gpu_client.run(hold_queries, str(hold))
+        pids = own_gpu_client.run(os.getpid)
+        victim = engine._workers[1]
+        outcome: dict[str, BaseException | float] = {}
+
+        def collect() -> None:
+            started = time.monotonic()
+            try:
+                LF.collect(engine=engine)
+            except BaseException as error:
+                outcome["error"] = error
+            outcome["seconds"] = time.monotonic() - started
+
+        thread = threading.Thread(target=collect)
+        thread.start()
+        _wait_until_running(hold, 2)
+        os.kill(pids[victim], signal.SIGKILL)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "collect() still waits for a killed rank"
+        assert isinstance(outcome["error"], PeerFailedError), outcome
+        assert f"rank 1's worker {victim}" in str(outcome["error"])
+        with pytest.raises(PeerFailedError, match="create a new DaskEngine"):
+            LF.collect(engine=engine)
+        hold.unlink()  # the surviving rank's query ends; the engine closes without waiting
+
+
+def test_ctrl_c_returns_at_once_and_the_next_query_follows_the_interrupted_one(
+    own_gpu_client, tmp_path
+):
+    from cudf_polars.engine.dask import hold_queries
+
+    hold = tmp_path / "hold"
+    hold.touch()
+    with DaskEngine(dask_client=own_gpu_client) as engine:
+        own_gpu_client.run(hold_queries, str(hold))
+
+        def interrupt_when_running() -> None:
+            _wait_until_running(hold, 2)
+            _thread.interrupt_main()
+
+        threading.Thread(target=interrupt_when_running, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            LF.collect(engine=engine)
+        assert engine._device.busy  # cudf-polars cannot cancel: the ranks go on
+        hold.unlink()  # the interrupted query ends; the next one is not held (no file)
+        got = LF.group_by("k").agg(pl.sum("v")).sort("k").collect(engine=engine)
+        assert_frame_equal(got, LF.group_by("k").agg(pl.sum("v")).sort("k").collect())
+        assert not engine._device.busy

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import os
+import time
 from typing import Any
 
 import polars as pl
 
-__all__ = ["DaskEngine", "refusal_of"]
+__all__ = ["DaskEngine", "hold_queries", "refusal_of"]
 
 BOOTSTRAP_ATTRIBUTE = "_cudf_polars_standin"
+HOLD_ATTRIBUTE = "_cudf_polars_standin_hold"
+HOLD_LIMIT_S = 60.0
 
 
 def refusal_of(lf: pl.LazyFrame) -> NotImplementedError | None:
@@ -28,6 +33,26 @@ def _setup(settings: dict[str, Any], dask_worker: Any = None) -> None:
 def _teardown(dask_worker: Any = None) -> None:
     if hasattr(dask_worker, BOOTSTRAP_ATTRIBUTE):
         delattr(dask_worker, BOOTSTRAP_ATTRIBUTE)
+
+
+def hold_queries(path: str | None, dask_worker: Any = None) -> None:
+    """Test hook: a query waits on this worker while ``path`` exists, as a long GPU query would.
+
+    The worker writes ``<path>.<pid>`` when a query reaches it, so a test knows it is running.
+    """
+    setattr(dask_worker, HOLD_ATTRIBUTE, path)
+
+
+def _evaluate(query: bytes, dask_worker: Any = None) -> pl.DataFrame:
+    """Run on every worker, in its event loop, as cudf-polars' evaluation is (``Client.run``)."""
+    hold = getattr(dask_worker, HOLD_ATTRIBUTE, None)
+    if hold is not None:
+        with open(f"{hold}.{os.getpid()}", "w"):
+            pass
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        while os.path.exists(hold) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return pl.LazyFrame.deserialize(io.BytesIO(query)).collect(engine="in-memory")
 
 
 def bootstrapped(dask_worker: Any = None) -> dict[str, Any] | None:
@@ -78,11 +103,15 @@ class DaskEngine(pl.Engine):
         background: bool = False,
         post_opt_callback: Any = None,
     ) -> pl.DataFrame:
-        """polars' answer, unless the plan holds what cudf-polars refuses."""
+        """polars' answer from the first worker, unless the plan holds what cudf-polars refuses.
+
+        Like cudf-polars, every worker evaluates the query through ``Client.run``.
+        """
         refusal = refusal_of(lf)
         if refusal is not None:
             raise refusal
-        return lf.collect(engine="in-memory", optimizations=optimizations)
+        answers = self.client.run(_evaluate, lf.serialize())
+        return answers[min(answers)]
 
     def execute(self, lf: pl.LazyFrame, *, optimizations: Any) -> Any:
         """Not part of what the device backend uses."""
