@@ -1,8 +1,9 @@
-"""Frames on the wire (Arrow IPC bytes) and hash partitioning of a frame by key values."""
+"""Frames on the wire (Arrow IPC bytes), and partitioning a frame by key hash or key range."""
 
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Final
 
@@ -12,14 +13,21 @@ __all__ = [
     "concat_frames",
     "from_ipc",
     "hash_partition",
+    "integer_key",
     "iter_ipc_chunks",
+    "key_bounds",
     "range_destinations",
+    "range_partition",
+    "range_splitters",
+    "split_by_destination",
     "to_ipc",
 ]
 
 _SHRINK: Final = 0.9
 """Rows of a message that came out too large are cut to this share of the proportional fit."""
 _ROW: Final = "__polars_hpc_row"
+_INT64_MAX: Final = 2**63 - 1
+_INT64_MIN: Final = -(2**63)
 _HASH_SEEDS: Final = (0x5EED, 0xC0FFEE, 0xFACADE, 0xBEEF)
 """Fixed seeds: every process must send a key to the same rank."""
 
@@ -119,7 +127,70 @@ def hash_partition(frame: pl.DataFrame, keys: Sequence[pl.Expr], nparts: int) ->
     """Split ``frame`` into ``nparts`` frames by key hash, keeping row order within each."""
     if nparts == 1:
         return [frame]
-    destinations = partition_ids(frame, keys, nparts)
+    return split_by_destination(frame, partition_ids(frame, keys, nparts), nparts)
+
+
+def integer_key(frame: pl.DataFrame, keys: Sequence[pl.Expr]) -> pl.Series | None:
+    """The key as 64-bit integers when it is one integer, date or time column, else ``None``.
+
+    Only such keys are range-partitioned (:func:`range_splitters`): their order is total and
+    their equality is that of their integer value, on every rank alike.
+    """
+    if len(keys) != 1 or keys[0].meta.has_multiple_outputs():
+        return None
+    values = frame.select(keys[0].alias("__k")).to_series()
+    dtype = values.dtype
+    if not (dtype.is_integer() or dtype.is_temporal()) or dtype == pl.UInt64:
+        return None
+    return values.to_physical().cast(pl.Int64)
+
+
+def key_bounds(values: pl.Series) -> tuple[int, int] | None:
+    """Smallest and largest non-null value, or ``None`` when there is none."""
+    low, high = values.min(), values.max()
+    return None if low is None or high is None else (int(low), int(high))
+
+
+def range_splitters(bounds: Sequence[tuple[int, int] | None]) -> list[int] | None:
+    """Splitters that leave each rank its own keys, when the ranks' key ranges come in rank order.
+
+    Data sorted (or clustered) by a key and read in contiguous row ranges, as TPC-H's lineitem
+    and orders by their order key, has such ranges: partitioned by them, almost no row moves,
+    where a hash sends ``(n-1)/n`` of them away. Rank ``r`` gets the keys from splitter
+    ``r-1`` (the smallest key of rank ``r``) up to splitter ``r``; a rank with no keys gets an
+    empty range. ``None`` when the ranges overlap or are out of order: hash them instead.
+
+    >>> range_splitters([(1, 10), (10, 20), None, (25, 30)])
+    [10, 25, 25]
+    >>> range_splitters([(1, 10), (5, 20)]) is None
+    True
+    """
+    present = [b for b in bounds if b is not None]
+    if not present or any(a[1] > b[0] for a, b in itertools.pairwise(present)):
+        return None
+    upper = present[-1][1] + 1
+    if upper > _INT64_MAX:
+        return None
+    splitters: list[int] = []
+    for rank_bounds in reversed(bounds[1:]):
+        upper = rank_bounds[0] if rank_bounds is not None else upper
+        splitters.append(upper)
+    return splitters[::-1]
+
+
+def range_partition(
+    frame: pl.DataFrame, values: pl.Series, splitters: list[int]
+) -> list[pl.DataFrame]:
+    """Split ``frame`` by which splitters its key ``values`` reach (nulls go to rank 0)."""
+    cuts = pl.Series(splitters, dtype=pl.Int64)
+    destinations = cuts.search_sorted(values.fill_null(_INT64_MIN), side="right")
+    return split_by_destination(frame, destinations, len(splitters) + 1)
+
+
+def split_by_destination(
+    frame: pl.DataFrame, destinations: pl.Series, nparts: int
+) -> list[pl.DataFrame]:
+    """``frame``'s rows for each destination ``0..nparts-1``, keeping row order within each."""
     if nparts <= _FILTER_SPLIT_MAX:
         return [frame.filter(destinations == dest) for dest in range(nparts)]
     tagged = frame.with_columns(destinations.alias("__polars_hpc_dest"))

@@ -20,7 +20,15 @@ import polars as pl
 from engine.comm.base import Communicator
 from engine.executor.exchange import ROOT, SpillPolicy, allgather_frames, gather_to_root, shuffle
 from engine.executor.fragments import FragmentRunner
-from engine.executor.frames import concat_frames, hash_partition, range_destinations
+from engine.executor.frames import (
+    concat_frames,
+    hash_partition,
+    integer_key,
+    key_bounds,
+    range_destinations,
+    range_partition,
+    range_splitters,
+)
 from engine.plan import dsl
 from engine.plan.explain import plan_stages
 from engine.plan.nodes import (
@@ -288,7 +296,7 @@ class RankExecutor:
         if not node.keys:
             return gather_to_root(self.comm, self.tags(), local)
         key_columns = [pl.col(name) for name in node.key_names]
-        outgoing = hash_partition(local, key_columns, self.comm.nranks)
+        (outgoing,) = self._partition_for_ranks([local], [key_columns])
         return shuffle(self.comm, self.tags(), outgoing, self.spill)
 
     def _finish_partials(
@@ -313,9 +321,8 @@ class RankExecutor:
         local = concat_frames(frames)
         if not node.keys or _literal_keys(node):  # one group: polars makes it even of no rows
             return gather_to_root(self.comm, self.tags(), local)
-        return shuffle(
-            self.comm, self.tags(), hash_partition(local, keys, self.comm.nranks), self.spill
-        )
+        (outgoing,) = self._partition_for_ranks([local], [keys])
+        return shuffle(self.comm, self.tags(), outgoing, self.spill)
 
     def _aggregate_raw(
         self, node: Aggregate, keys: list[pl.Expr], received: list[pl.DataFrame]
@@ -420,9 +427,42 @@ class RankExecutor:
         if side == "left":
             small = concat_frames(allgather_frames(self.comm, self.tags(), left))
             return self.runner.run_template(node.template, [small, right])
-        left = self._shuffle_on(left, node.left_keys, node.key_casts)
-        right = self._shuffle_on(right, node.right_keys, node.key_casts)
+        left_parts, right_parts = self._partition_for_ranks(
+            [left, right],
+            [
+                _key_exprs(node.left_keys, node.key_casts),
+                _key_exprs(node.right_keys, node.key_casts),
+            ],
+        )
+        left = concat_frames(shuffle(self.comm, self.tags(), left_parts, self.spill))
+        right = concat_frames(shuffle(self.comm, self.tags(), right_parts, self.spill))
         return self.runner.run_template(node.template, [left, right])
+
+    def _partition_for_ranks(
+        self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]
+    ) -> list[list[pl.DataFrame]]:
+        """Each frame split for the ranks by its keys, all alike: by key range or by hash.
+
+        By key range when the key is one integer-like column and some frame's ranks hold
+        ranges in rank order (:func:`range_splitters`: sorted data read in row ranges, whose
+        rows then mostly stay); by hash otherwise. The ranks agree on which through one
+        small allgather, since one rank's empty frame can type its key differently.
+        """
+        values = [integer_key(frame, k) for frame, k in zip(frames, keys, strict=True)]
+        mine = b"".join(_packed_bounds(v) for v in values)
+        gathered = [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
+        splitters = None
+        if all(all(b is not _INELIGIBLE for b in rank) for rank in gathered):
+            per_frame = [[rank[i] for rank in gathered] for i in range(len(frames))]
+            splitters = next(filter(None, map(range_splitters, per_frame)), None)
+        if splitters is None:
+            return [
+                hash_partition(frame, k, self.comm.nranks)
+                for frame, k in zip(frames, keys, strict=True)
+            ]
+        return [
+            range_partition(frame, v, splitters) for frame, v in zip(frames, values, strict=True)
+        ]
 
     def _total_sizes(self, left: pl.DataFrame, right: pl.DataFrame) -> tuple[int, int]:
         """Both sides' bytes summed over the ranks (the same numbers on every rank)."""
@@ -639,3 +679,23 @@ def _side_to_broadcast(node: Join, left_bytes: int, right_bytes: int) -> str | N
     if "left" in node.broadcastable and left_bytes <= min(right_bytes, node.broadcast_limit):
         return "left"
     return None
+
+
+_INELIGIBLE: Final = "ineligible"
+_BOUNDS: Final = struct.Struct("<bqq")
+
+
+def _packed_bounds(values: pl.Series | None) -> bytes:
+    """One frame's key range for the allgather: not an integer key, no values, or min and max."""
+    if values is None:
+        return _BOUNDS.pack(0, 0, 0)
+    bounds = key_bounds(values)
+    return _BOUNDS.pack(1, 0, 0) if bounds is None else _BOUNDS.pack(2, *bounds)
+
+
+def _unpacked_bounds(payload: bytes | memoryview) -> list[tuple[int, int] | str | None]:
+    """Inverse of :func:`_packed_bounds` for each frame in ``payload``."""
+    out: list[tuple[int, int] | str | None] = []
+    for kind, low, high in _BOUNDS.iter_unpack(payload):
+        out.append(_INELIGIBLE if kind == 0 else None if kind == 1 else (low, high))
+    return out

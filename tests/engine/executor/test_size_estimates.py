@@ -54,7 +54,8 @@ def test_estimate_is_the_uncompressed_size(repetitive):
 
 
 def test_a_side_small_on_disk_but_large_in_memory_is_shuffled(repetitive):
-    facts = pl.LazyFrame({"k": list(range(1000)), "v": list(range(1000))})
+    # More rows than the file: a side larger than the other is broadcast only when tiny.
+    facts = pl.LazyFrame({"k": list(range(4 * ROWS)), "v": list(range(4 * ROWS))})
     big = pl.scan_parquet(repetitive)
     limit = 4 * os.path.getsize(repetitive)  # above the file, far below its uncompressed size
     # A left join can only broadcast its right side: the parquet file's.
