@@ -30,7 +30,7 @@ from engine.executor.frames import (
     range_splitters,
 )
 from engine.plan import dsl
-from engine.plan.explain import plan_stages
+from engine.plan.explain import children_of, plan_stages
 from engine.plan.nodes import (
     Aggregate,
     Concat,
@@ -166,6 +166,8 @@ class RankExecutor:
         self._whole_shares = (
             _scans_reduced_whole(plan) if self.limits.whole_reduced_scans else set()
         )
+        self._reads_left = {n: reads for n, reads in _reads_of(plan).items() if reads > 1}
+        self._shared_parts: dict[int, list[Part]] = {}
 
     def run(self) -> list[pl.DataFrame]:
         """This rank's part of the result, as materialized partitions in order."""
@@ -175,8 +177,27 @@ class RankExecutor:
 
     def stream(self, node: PlanNode) -> Iterator[Part]:
         """Partitions of ``node`` on this rank, in order."""
+        if id(node) in self._reads_left:
+            yield from self._shared(node)
+            return
         handler = _STREAMS[type(node)]
         yield from self.stages.record(node, handler(self, node))
+
+    def _shared(self, node: PlanNode) -> Iterator[Part]:
+        """A node that several parents read (a common subplan), computed once.
+
+        Its parts are held until its last reader has them.
+        """
+        parts = self._shared_parts.get(id(node))
+        if parts is None:
+            handler = _STREAMS[type(node)]
+            parts = self._shared_parts[id(node)] = list(
+                self.stages.record(node, handler(self, node))
+            )
+        self._reads_left[id(node)] -= 1
+        if not self._reads_left[id(node)]:
+            del self._shared_parts[id(node)], self._reads_left[id(node)]
+        yield from parts
 
     def materialize(self, part: Part) -> pl.DataFrame:
         """Run a lazy partition (or pass a frame through)."""
@@ -618,6 +639,15 @@ class RankExecutor:
 def _literal_keys(node: Aggregate) -> bool:
     """Whether every group key is a value, not a column (``group_by(True)``: one group)."""
     return all(not dsl.references_columns(json.loads(key)) for key in node.keys)
+
+
+def _reads_of(plan: DistributedPlan) -> dict[int, int]:
+    """How many times each node is read by a parent, by ``id`` (shared subplans: more than once)."""
+    reads: dict[int, int] = {}
+    for node in plan_stages(plan):
+        for child in children_of(node):
+            reads[id(child)] = reads.get(id(child), 0) + 1
+    return reads
 
 
 def _scans_reduced_whole(plan: DistributedPlan) -> set[int]:

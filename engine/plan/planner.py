@@ -146,8 +146,20 @@ class _Planner:
     sizes: dict[int, tuple[PlanNode, float]] = field(default_factory=dict)
     """Byte estimates known better than by :func:`plan_bytes` (keyed by ``id``, node kept)."""
     scans: dict[int, tuple[ScanSource, ScanSize]] = field(default_factory=dict)
+    planned: dict[str, PlanNode] = field(default_factory=dict)
+    """Subtrees planned so far, by their DSL JSON: a query that uses one twice (polars' common
+    subplans, TPC-H Q11's and Q15's) gets one node, which ranks compute once."""
 
     def plan(self, node: dsl.Node) -> PlanNode:
+        if not dsl.node_inputs(node):  # a scan or frame: cheap to plan again, read lazily
+            return self.plan_node(node)
+        text = json.dumps(node)
+        known = self.planned.get(text)
+        if known is None:
+            known = self.planned[text] = self.plan_node(node)
+        return known
+
+    def plan_node(self, node: dsl.Node) -> PlanNode:
         expanded = dsl_nodes.with_expanded_selectors(node)
         if expanded is None:
             return self.single_rank(node, "an expression combines two different selectors")
