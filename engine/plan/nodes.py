@@ -155,11 +155,12 @@ class Join:
     operations above the join that run in the same polars query (``template`` holds them),
     so polars optimizes them with the join as it would in one process.
 
-    A ``shuffle`` is planned from estimates; its ranks materialize both sides first and then
-    know the real sizes. ``broadcastable`` names the sides (``"left"``, ``"right"``) the join
-    may allgather instead when their real total is at most ``broadcast_limit`` bytes, and
-    ``filterable`` the sides that may drop rows whose keys the other side lacks (such rows
-    are never emitted) before anything moves.
+    Strategies are planned from estimates; the ranks correct them where they see the real
+    sizes. ``broadcastable`` names the sides (``"left"``, ``"right"``) the join may allgather:
+    a ``shuffle`` does so instead when a side's real total is at most ``broadcast_limit``
+    bytes, a broadcast swaps sides when the one it streams is in memory and turns out smaller.
+    ``filterable`` names the sides that may drop rows whose keys the other side lacks (such
+    rows are never emitted) before a shuffle moves them.
     """
 
     left: PlanNode

@@ -437,10 +437,9 @@ class _Planner:
             reason = "this join's order or validation needs one rank to see all rows"
             return self.single_rank(node, reason, (left, right))
         casts: tuple[pl.DataType | None, ...] = ()
-        adaptive: dict[str, Any] = {}
         if strategy == "shuffle":
             casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
-            adaptive = _runtime_alternatives(parts, self.broadcast_limit)
+        adaptive = _runtime_alternatives(parts, self.broadcast_limit)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
         return Join(
             left,
@@ -496,7 +495,7 @@ def _broadcastable(parts: dsl_nodes.JoinParts) -> tuple[bool, bool]:
 
 
 def _runtime_alternatives(parts: dsl_nodes.JoinParts, limit: int) -> dict[str, Any]:
-    """What a shuffle join may do instead once its ranks know the real sizes (``Join``).
+    """What a join may do instead once its ranks know the real sizes (``Join``).
 
     A side may be filtered by the other's keys when its unmatched rows are never emitted and
     no validation must see all of its keys.

@@ -61,3 +61,26 @@ def test_a_small_side_that_may_not_be_broadcast_filters_the_other(engine, facts)
 def test_sides_that_stay_large_are_shuffled(engine, facts):
     query = facts.lazy().join(facts.lazy().select("k", w="v"), on="k", how="left")
     assert _run(engine, query) > facts.select("k", "v").estimated_size() // 4
+
+
+def test_a_broadcast_join_sends_the_smaller_side_when_the_streamed_one_is_in_memory(engine, facts):
+    """The planner sizes a join of joins as the sum of its inputs; the ranks see better.
+
+    ``described`` (planned as the small side: under the limit, smaller than the estimate of the
+    join below) is larger than the few joined rows, which are broadcast instead.
+    """
+    keys = pl.LazyFrame({"k": range(5000), "kind": [i % 3 for i in range(5000)]})
+    described = pl.DataFrame({"k": range(2000), "about": ["y" * 8] * 2000})
+    few = facts.lazy().filter(pl.col("v") < 40).join(keys, on="k")
+    query = few.join(described.lazy(), on="k")
+    assert "allgather the right side" in engine.explain(query)
+    assert _run_any(engine, query) < described.estimated_size() // 4
+
+
+def _run_any(engine: DaskEngine, query: pl.LazyFrame) -> int:
+    """As :func:`_run`, for a query planned without a shuffle."""
+    assert_frame_equal(query.collect(engine=engine), query.collect(), check_row_order=False)
+    stats = engine.last_query_stats
+    assert stats is not None
+    assert not stats.fallbacks
+    return stats.bytes_shuffled
