@@ -10,6 +10,7 @@ from typing import Final
 import polars as pl
 
 __all__ = [
+    "bytes_moved",
     "concat_frames",
     "from_ipc",
     "hash_partition",
@@ -176,6 +177,30 @@ def range_splitters(bounds: Sequence[tuple[int, int] | None]) -> list[int] | Non
         upper = rank_bounds[0] if rank_bounds is not None else upper
         splitters.append(upper)
     return splitters[::-1]
+
+
+def bytes_moved(
+    bounds: Sequence[tuple[int, int] | None], sizes: Sequence[int], splitters: list[int]
+) -> float:
+    """Rough bytes a range partition by ``splitters`` sends away from their ranks.
+
+    Per rank, the share of its key range outside the range it keeps, its keys taken as spread
+    evenly over their range; ``bounds`` and ``sizes`` are per rank.
+
+    >>> bytes_moved([(0, 99), (100, 199)], [1000, 1000], [100])
+    0.0
+    >>> bytes_moved([(0, 99), (100, 199)], [1000, 1000], [50])  # half of rank 0's keys
+    500.0
+    """
+    edges = [_INT64_MIN, *splitters, _INT64_MAX]
+    moved = 0.0
+    for rank, (rank_bounds, size) in enumerate(zip(bounds, sizes, strict=True)):
+        if rank_bounds is None or not size:
+            continue
+        low, high = rank_bounds
+        kept = max(0, min(high + 1, edges[rank + 1]) - max(low, edges[rank]))
+        moved += size * (1 - kept / (high - low + 1))
+    return moved
 
 
 def range_partition(

@@ -13,7 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, overload
 
 import polars as pl
 
@@ -21,6 +21,7 @@ from engine.comm.base import Communicator
 from engine.executor.exchange import ROOT, SpillPolicy, allgather_frames, gather_to_root, shuffle
 from engine.executor.fragments import FragmentRunner
 from engine.executor.frames import (
+    bytes_moved,
     concat_frames,
     hash_partition,
     integer_key,
@@ -434,12 +435,24 @@ class RankExecutor:
 
         The planner sizes a join's output as the sum of its inputs, so a join of joins looks
         larger than it is: TPC-H Q10's 115 thousand order lines were streamed against all of
-        customer (32 MiB broadcast) where 4 MiB of lines would do.
+        customer (32 MiB broadcast) where 4 MiB of lines would do. When both sides hold ranges
+        of one sorted key (Q9's order lines against orders), range-partitioning both moves
+        almost nothing, and no rank joins a whole side.
         """
         small_is_right = node.strategy == "broadcast_right"
         left, right = (
             (local_streamed, local_small) if small_is_right else (local_small, local_streamed)
         )
+        if node.shufflable:
+            key_exprs = [
+                _key_exprs(node.left_keys, node.key_casts),
+                _key_exprs(node.right_keys, node.key_casts),
+            ]
+            parts = self._partition_for_ranks([left, right], key_exprs, ranges_only=True)
+            if parts is not None:
+                left = concat_frames(shuffle(self.comm, self.tags(), parts[0], self.spill))
+                right = concat_frames(shuffle(self.comm, self.tags(), parts[1], self.spill))
+                return self.runner.run_template(node.template, [left, right])
         left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
             small_is_right = not small_is_right
@@ -485,23 +498,49 @@ class RankExecutor:
         right = concat_frames(shuffle(self.comm, self.tags(), right_parts, self.spill))
         return self.runner.run_template(node.template, [left, right])
 
+    @overload
     def _partition_for_ranks(
-        self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]
-    ) -> list[list[pl.DataFrame]]:
+        self,
+        frames: Sequence[pl.DataFrame],
+        keys: Sequence[Sequence[pl.Expr]],
+        *,
+        ranges_only: Literal[True],
+    ) -> list[list[pl.DataFrame]] | None: ...
+
+    @overload
+    def _partition_for_ranks(
+        self,
+        frames: Sequence[pl.DataFrame],
+        keys: Sequence[Sequence[pl.Expr]],
+        *,
+        ranges_only: Literal[False] = ...,
+    ) -> list[list[pl.DataFrame]]: ...
+
+    def _partition_for_ranks(
+        self,
+        frames: Sequence[pl.DataFrame],
+        keys: Sequence[Sequence[pl.Expr]],
+        *,
+        ranges_only: bool = False,
+    ) -> list[list[pl.DataFrame]] | None:
         """Each frame split for the ranks by its keys, all alike: by key range or by hash.
 
         By key range when the key is one integer-like column and some frame's ranks hold
         ranges in rank order (:func:`range_splitters`: sorted data read in row ranges, whose
         rows then mostly stay); by hash otherwise. The ranks agree on which through one
         small allgather, since one rank's empty frame can type its key differently.
+        ``ranges_only``: only when the ranges move fewer bytes than broadcasting the smallest
+        frame would, else ``None`` instead of hashing.
         """
         values = [integer_key(frame, k) for frame, k in zip(frames, keys, strict=True)]
-        mine = b"".join(_packed_bounds(v) for v in values)
+        mine = b"".join(
+            _packed_bounds(v, frame.estimated_size())
+            for v, frame in zip(values, frames, strict=True)
+        )
         gathered = [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
-        splitters = None
-        if all(all(b is not _INELIGIBLE for b in rank) for rank in gathered):
-            per_frame = [[rank[i] for rank in gathered] for i in range(len(frames))]
-            splitters = next(filter(None, map(range_splitters, per_frame)), None)
+        splitters = _choose_splitters(gathered, len(frames), ranges_only=ranges_only)
+        if splitters is None and ranges_only:
+            return None
         if splitters is None:
             return [
                 hash_partition(frame, k, self.comm.nranks)
@@ -745,20 +784,50 @@ def _side_to_broadcast(node: Join, left_bytes: int, right_bytes: int) -> str | N
 
 
 _INELIGIBLE: Final = "ineligible"
-_BOUNDS: Final = struct.Struct("<bqq")
+_BOUNDS: Final = struct.Struct("<bqqq")
 
 
-def _packed_bounds(values: pl.Series | None) -> bytes:
-    """One frame's key range for the allgather: not an integer key, no values, or min and max."""
+def _packed_bounds(values: pl.Series | None, nbytes: int) -> bytes:
+    """One frame's key range and bytes for the allgather (no integer key, no values, a range)."""
     if values is None:
-        return _BOUNDS.pack(0, 0, 0)
+        return _BOUNDS.pack(0, 0, 0, nbytes)
     bounds = key_bounds(values)
-    return _BOUNDS.pack(1, 0, 0) if bounds is None else _BOUNDS.pack(2, *bounds)
+    return _BOUNDS.pack(1, 0, 0, nbytes) if bounds is None else _BOUNDS.pack(2, *bounds, nbytes)
 
 
-def _unpacked_bounds(payload: bytes | memoryview) -> list[tuple[int, int] | str | None]:
+RankBounds = tuple[tuple[int, int] | str | None, int]
+"""One frame on one rank: its key range (``None``: no keys; :data:`_INELIGIBLE`), its bytes."""
+
+
+def _unpacked_bounds(payload: bytes | memoryview) -> list[RankBounds]:
     """Inverse of :func:`_packed_bounds` for each frame in ``payload``."""
-    out: list[tuple[int, int] | str | None] = []
-    for kind, low, high in _BOUNDS.iter_unpack(payload):
-        out.append(_INELIGIBLE if kind == 0 else None if kind == 1 else (low, high))
+    out: list[RankBounds] = []
+    for kind, low, high, nbytes in _BOUNDS.iter_unpack(payload):
+        bounds = _INELIGIBLE if kind == 0 else None if kind == 1 else (low, high)
+        out.append((bounds, nbytes))
     return out
+
+
+def _choose_splitters(
+    gathered: Sequence[Sequence[RankBounds]], nframes: int, *, ranges_only: bool
+) -> list[int] | None:
+    """The key ranges to partition by, or ``None``: hash.
+
+    They are those of the largest frame whose ranks hold ordered ranges, so that it stays in
+    place. With ``ranges_only`` the choice must also beat broadcasting the smallest frame, by the
+    estimate of :func:`engine.executor.frames.bytes_moved`.
+    """
+    if any(bounds is _INELIGIBLE for rank in gathered for bounds, _ in rank):
+        return None
+    bounds = [[rank[i][0] for rank in gathered] for i in range(nframes)]
+    sizes = [[rank[i][1] for rank in gathered] for i in range(nframes)]
+    ordered = [(sum(sizes[i]), range_splitters(bounds[i])) for i in range(nframes)]  # type: ignore[arg-type]
+    ordered = [(total, cuts) for total, cuts in ordered if cuts is not None]
+    if not ordered:
+        return None
+    splitters = max(ordered, key=lambda pair: pair[0])[1]
+    if ranges_only:
+        moved = sum(bytes_moved(bounds[i], sizes[i], splitters) for i in range(nframes))  # type: ignore[arg-type]
+        if moved > min(sum(s) for s in sizes) * (len(gathered) - 1):
+            return None
+    return splitters

@@ -158,7 +158,8 @@ class Join:
     Strategies are planned from estimates; the ranks correct them where they see the real
     sizes. ``broadcastable`` names the sides (``"left"``, ``"right"``) the join may allgather:
     a ``shuffle`` does so instead when a side's real total is at most ``broadcast_limit``
-    bytes, a broadcast swaps sides when the one it streams is in memory and turns out smaller.
+    bytes; a broadcast whose streamed side is in memory broadcasts the smaller side, or
+    range-partitions both when they hold ranges of sorted keys.
     ``filterable`` names the sides that may drop rows whose keys the other side lacks (such
     rows are never emitted) before a shuffle moves them.
     """
@@ -175,6 +176,9 @@ class Join:
     broadcastable: tuple[str, ...] = ()
     filterable: tuple[str, ...] = ()
     broadcast_limit: int = 0
+    shufflable: bool = False
+    """Whether hashing (or range-partitioning) both sides on the keys gives the join's answer
+    (``key_casts`` then says how the keys hash alike)."""
 
 
 @dataclass(frozen=True)

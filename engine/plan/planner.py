@@ -437,9 +437,9 @@ class _Planner:
             reason = "this join's order or validation needs one rank to see all rows"
             return self.single_rank(node, reason, (left, right))
         casts: tuple[pl.DataType | None, ...] = ()
-        if strategy == "shuffle":
-            casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
         adaptive = _runtime_alternatives(parts, self.broadcast_limit)
+        if adaptive["shufflable"]:
+            casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
         return Join(
             left,
@@ -507,6 +507,7 @@ def _runtime_alternatives(parts: dsl_nodes.JoinParts, limit: int) -> dict[str, A
         "broadcastable": ("right",) * right_ok + ("left",) * left_ok,
         "filterable": filterable,
         "broadcast_limit": limit,
+        "shufflable": parts.how != "cross" and parts.maintain_order == "None",
     }
 
 
