@@ -16,11 +16,12 @@ scales a scan's bytes per row to the columns a fragment reads (``engine.stats``)
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import polars as pl
 
@@ -107,11 +108,50 @@ def _is_parquet(path: str) -> bool:
         return file.read(4) == b"PAR1"
 
 
-def _column_bytes(path: str) -> dict[str, float]:
-    """Uncompressed bytes per top-level column of one parquet file, from its footer."""
+def parquet_footer(path: str) -> Any:
+    """The footer (``pyarrow.parquet.FileMetaData``) of one parquet file.
+
+    Kept while the file's modification time and size stay the same: planning a query reads
+    the footers of its files twice (row count, column sizes), and a session plans many
+    queries over the same files.
+    """
+    stat = os.stat(path)
+    return _footer(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _footer(path: str, mtime_ns: int, size: int) -> Any:
     import pyarrow.parquet as pq
 
-    metadata = pq.read_metadata(path)
+    return pq.read_metadata(path)
+
+
+def plain_parquet_rows(node: dsl.Node) -> int | None:
+    """Rows of a scan of one plain parquet file, from its footer; ``None`` for any other scan.
+
+    Only one file named as such, with no slice or deletion files: polars' own count of a
+    directory or glob can leave out files (hidden ones, say) that a listing here would count,
+    and a wrong count would give wrong row ranges.
+    """
+    paths = dsl.scan_sources(node)
+    args = dsl.node_body(node).get("unified_scan_args") or {}
+    if (
+        dsl.scan_format(node) != "parquet"
+        or len(paths) != 1
+        or any(args.get(key) is not None for key in ("pre_slice", "deletion_files", "row_count"))
+        or any(ch in paths[0] for ch in "*?[")
+        or not os.path.isfile(paths[0])
+    ):
+        return None
+    try:
+        return int(parquet_footer(paths[0]).num_rows)
+    except (OSError, ValueError):
+        return None
+
+
+def _column_bytes(path: str) -> dict[str, float]:
+    """Uncompressed bytes per top-level column of one parquet file, from its footer."""
+    metadata = parquet_footer(path)
     owner: list[str] = []
     for top in metadata.schema.to_arrow_schema():
         owner.extend([top.name] * _leaves(top.type))

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 
 from engine.plan import dsl, dsl_exprs, dsl_nodes
-from engine.plan.estimates import FILE_FORMATS, ScanSize, plan_bytes, scan_size
+from engine.plan.estimates import (
+    FILE_FORMATS,
+    ScanSize,
+    plain_parquet_rows,
+    plan_bytes,
+    scan_size,
+)
 from engine.plan.nodes import (
     Aggregate,
     AggregateOutput,
@@ -205,9 +211,10 @@ class _Planner:
         paths = dsl.scan_sources(node)
         if file_format not in FILE_FORMATS or not paths:
             return None
-        total_rows = (
-            dsl.lazyframe_from_dsl(node).select(pl.len()).collect(engine="in-memory").item()
-        )
+        total_rows = plain_parquet_rows(node)
+        if total_rows is None:
+            lf = dsl.lazyframe_from_dsl(node)
+            total_rows = lf.select(pl.len()).collect(engine="in-memory").item()
         size = scan_size(file_format, paths)
         source = ScanSource(
             json.dumps(node),
