@@ -115,3 +115,21 @@ def test_a_selective_filter_makes_a_large_dimension_small_enough_to_broadcast(tm
     assert _strategies(pl.scan_parquet(facts).join(pl.scan_parquet(parts), on="k"), limit) == [
         "shuffle"
     ]
+
+
+def test_a_plain_parquet_file_counts_its_rows_from_the_footer_and_sees_rewrites(tmp_path):
+    from engine.plan import dsl
+    from engine.plan.estimates import plain_parquet_rows
+
+    path = tmp_path / "rows.parquet"
+    pl.DataFrame({"a": range(10)}).write_parquet(path)
+
+    def scan_node(lf: pl.LazyFrame) -> dict:
+        return dsl.serialize_plan(lf)
+
+    assert plain_parquet_rows(scan_node(pl.scan_parquet(path))) == 10
+    pl.DataFrame({"a": range(25)}).write_parquet(path)  # new size: the cached footer is stale
+    assert plain_parquet_rows(scan_node(pl.scan_parquet(path))) == 25
+    # Directories and globs are counted by polars: its listing is the one that counts.
+    assert plain_parquet_rows(scan_node(pl.scan_parquet(tmp_path / "*.parquet"))) is None
+    assert plain_parquet_rows(scan_node(pl.scan_parquet(path, n_rows=3))) is None
