@@ -13,7 +13,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, overload
+from typing import Final
 
 import polars as pl
 
@@ -420,7 +420,8 @@ class RankExecutor:
             (node.right, node.left) if broadcast_right else (node.left, node.right)
         )
         local_small = self._local(small_side)
-        if _in_memory(streamed) and ("left" if broadcast_right else "right") in node.broadcastable:
+        other_side = "left" if broadcast_right else "right"
+        if node.reconsider_broadcast and _in_memory(streamed) and other_side in node.broadcastable:
             yield self._join_smaller_side_broadcast(node, local_small, self._local(streamed))
             return
         small = concat_frames(allgather_frames(self.comm, self.tags(), local_small))
@@ -444,16 +445,20 @@ class RankExecutor:
             (local_streamed, local_small) if small_is_right else (local_small, local_streamed)
         )
         if node.shufflable:
-            key_exprs = [
+            keys = [
                 _key_exprs(node.left_keys, node.key_casts),
                 _key_exprs(node.right_keys, node.key_casts),
             ]
-            parts = self._partition_for_ranks([left, right], key_exprs, ranges_only=True)
-            if parts is not None:
+            values, gathered = self._key_ranges([left, right], keys)
+            splitters = _choose_splitters(gathered, 2, ranges_only=True)
+            if splitters is not None:
+                parts = self._partition([left, right], keys, values, splitters)
                 left = concat_frames(shuffle(self.comm, self.tags(), parts[0], self.spill))
                 right = concat_frames(shuffle(self.comm, self.tags(), parts[1], self.spill))
                 return self.runner.run_template(node.template, [left, right])
-        left_bytes, right_bytes = self._total_sizes(left, right)
+            left_bytes, right_bytes = (sum(r[i][1] for r in gathered) for i in (0, 1))
+        else:
+            left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
             small_is_right = not small_is_right
         if small_is_right:
@@ -498,56 +503,49 @@ class RankExecutor:
         right = concat_frames(shuffle(self.comm, self.tags(), right_parts, self.spill))
         return self.runner.run_template(node.template, [left, right])
 
-    @overload
     def _partition_for_ranks(
-        self,
-        frames: Sequence[pl.DataFrame],
-        keys: Sequence[Sequence[pl.Expr]],
-        *,
-        ranges_only: Literal[True],
-    ) -> list[list[pl.DataFrame]] | None: ...
-
-    @overload
-    def _partition_for_ranks(
-        self,
-        frames: Sequence[pl.DataFrame],
-        keys: Sequence[Sequence[pl.Expr]],
-        *,
-        ranges_only: Literal[False] = ...,
-    ) -> list[list[pl.DataFrame]]: ...
-
-    def _partition_for_ranks(
-        self,
-        frames: Sequence[pl.DataFrame],
-        keys: Sequence[Sequence[pl.Expr]],
-        *,
-        ranges_only: bool = False,
-    ) -> list[list[pl.DataFrame]] | None:
+        self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]
+    ) -> list[list[pl.DataFrame]]:
         """Each frame split for the ranks by its keys, all alike: by key range or by hash.
 
         By key range when the key is one integer-like column and some frame's ranks hold
         ranges in rank order (:func:`range_splitters`: sorted data read in row ranges, whose
-        rows then mostly stay); by hash otherwise. The ranks agree on which through one
-        small allgather, since one rank's empty frame can type its key differently.
-        ``ranges_only``: only when the ranges move fewer bytes than broadcasting the smallest
-        frame would, else ``None`` instead of hashing.
+        rows then mostly stay); by hash otherwise.
+        """
+        values, gathered = self._key_ranges(frames, keys)
+        splitters = _choose_splitters(gathered, len(frames), ranges_only=False)
+        return self._partition(frames, keys, values, splitters)
+
+    def _key_ranges(
+        self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]
+    ) -> tuple[list[pl.Series | None], list[list[RankBounds]]]:
+        """Each frame's integer key (if it has one) and every rank's key ranges and bytes.
+
+        One small allgather, always made: one rank's empty frame can type its key
+        differently, and every rank must take the same turn after it.
         """
         values = [integer_key(frame, k) for frame, k in zip(frames, keys, strict=True)]
         mine = b"".join(
             _packed_bounds(v, frame.estimated_size())
             for v, frame in zip(values, frames, strict=True)
         )
-        gathered = [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
-        splitters = _choose_splitters(gathered, len(frames), ranges_only=ranges_only)
-        if splitters is None and ranges_only:
-            return None
+        return values, [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
+
+    def _partition(
+        self,
+        frames: Sequence[pl.DataFrame],
+        keys: Sequence[Sequence[pl.Expr]],
+        values: Sequence[pl.Series | None],
+        splitters: list[int] | None,
+    ) -> list[list[pl.DataFrame]]:
         if splitters is None:
             return [
                 hash_partition(frame, k, self.comm.nranks)
                 for frame, k in zip(frames, keys, strict=True)
             ]
         return [
-            range_partition(frame, v, splitters) for frame, v in zip(frames, values, strict=True)
+            range_partition(frame, v, splitters)  # type: ignore[arg-type]
+            for frame, v in zip(frames, values, strict=True)
         ]
 
     def _total_sizes(self, left: pl.DataFrame, right: pl.DataFrame) -> tuple[int, int]:

@@ -176,6 +176,8 @@ class Join:
     broadcastable: tuple[str, ...] = ()
     filterable: tuple[str, ...] = ()
     broadcast_limit: int = 0
+    reconsider_broadcast: bool = False
+    """A broadcast whose small side is estimated large enough to be worth checking."""
     shufflable: bool = False
     """Whether hashing (or range-partitioning) both sides on the keys gives the join's answer
     (``key_casts`` then says how the keys hash alike)."""

@@ -445,7 +445,9 @@ class _Planner:
             return self.single_rank(node, reason, (left, right))
         casts: tuple[pl.DataType | None, ...] = ()
         adaptive = _runtime_alternatives(parts, self.broadcast_limit)
-        if adaptive["shufflable"]:
+        small = self.estimate(right if strategy == "broadcast_right" else left)
+        adaptive["reconsider_broadcast"] = strategy != "shuffle" and small >= _RECONSIDER_BYTES
+        if adaptive["shufflable"] and (strategy == "shuffle" or adaptive["reconsider_broadcast"]):
             casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
         return Join(
@@ -528,6 +530,9 @@ _FILTERABLE_SIDES: Final[dict[str, tuple[str, ...]]] = {
 
 
 _TINY_SHARE_OF_LIMIT: Final = 32
+_RECONSIDER_BYTES: Final = 1 << 20
+"""A broadcast side estimated below this is sent as planned: checking the real sizes first
+costs collectives that such a side cannot pay back (TPC-H Q2's joins with nation, region)."""
 
 
 def _join_strategy(
