@@ -32,7 +32,7 @@ import polars as pl
 
 from benchmarks.tpch.compare import assert_same_result
 from benchmarks.tpch.data import ensure_tpch_data, scan_tables
-from benchmarks.tpch.queries import QUERIES
+from benchmarks.tpch.queries import ORDER_BY, QUERIES
 from benchmarks.tpch.run import best_of, parse_query_numbers
 
 ENGINES = ("polars cpu", "cudf-polars", "anchor", "ours")
@@ -206,7 +206,7 @@ def print_table(
             totals[name] += seconds
             cells.append(f"{seconds:.3f}")
             try:
-                assert_same_result(result, reference)
+                assert_same_result(result, reference, order_by=ORDER_BY.get(number, ()))
             except AssertionError as error:
                 verdicts.append(f"{name} differs: {str(error).splitlines()[0][:80]}")
         failures += bool(verdicts)

@@ -21,7 +21,7 @@ from typing import Final
 
 import polars as pl
 
-__all__ = ["QUERIES", "Query", "Tables"]
+__all__ = ["ORDER_BY", "QUERIES", "Query", "Tables"]
 
 Tables = Mapping[str, pl.LazyFrame]
 Query = Callable[..., pl.LazyFrame]
@@ -599,3 +599,26 @@ QUERIES: Final[dict[int, Query]] = {
     )
 }
 """Query number (1..22) to the function that builds it."""
+
+ORDER_BY: Final[dict[int, tuple[str, ...]]] = {
+    1: ("l_returnflag", "l_linestatus"),
+    2: ("s_acctbal", "n_name", "s_name", "p_partkey"),
+    3: ("revenue", "o_orderdate"),
+    4: ("o_orderpriority",),
+    5: ("revenue",),
+    7: ("supp_nation", "cust_nation", "l_year"),
+    8: ("o_year",),
+    9: ("nation", "o_year"),
+    10: ("revenue",),
+    11: ("value",),
+    12: ("l_shipmode",),
+    13: ("custdist", "c_count"),
+    15: ("s_suppkey",),
+    16: ("supplier_cnt", "p_brand", "p_type", "p_size"),
+    18: ("o_totalprice", "o_orderdate"),
+    20: ("s_name",),
+    21: ("numwait", "s_name"),
+    22: ("cntrycode",),
+}
+"""Each query's ORDER BY columns (TPC-H's specification): rows that tie on them may come in
+any order. Queries of one row have none."""

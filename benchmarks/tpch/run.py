@@ -36,7 +36,7 @@ import polars as pl
 from benchmarks.peak_rss import peak_rss_bytes, reset_peak_rss
 from benchmarks.tpch.compare import assert_same_result
 from benchmarks.tpch.data import ensure_tpch_data, scan_tables
-from benchmarks.tpch.queries import QUERIES
+from benchmarks.tpch.queries import ORDER_BY, QUERIES
 
 __all__ = ["QueryTiming", "format_table", "main", "parse_query_numbers", "read_stat"]
 
@@ -210,10 +210,12 @@ def best_of(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
     return best, result
 
 
-def _disagreement(results: Mapping[str, pl.DataFrame], reference: pl.DataFrame) -> str | None:
+def _disagreement(
+    results: Mapping[str, pl.DataFrame], reference: pl.DataFrame, order_by: Sequence[str]
+) -> str | None:
     for name, result in results.items():
         try:
-            assert_same_result(result, reference)
+            assert_same_result(result, reference, order_by=order_by)
         except AssertionError as error:
             return f"{name}: {error}"
     return None
@@ -269,7 +271,7 @@ def run_benchmark(
                 dask_s,
                 read_stat(stats, SHUFFLE_STAT_NAMES),
                 read_stat(stats, ("fallbacks",)),
-                _disagreement(results, expected),
+                _disagreement(results, expected, ORDER_BY.get(number, ())),
                 polars_peak,
                 rank_peaks,
             )
