@@ -3,6 +3,7 @@
 #   benchmarks/device/verify_device_backend.sh tests   # install, pytest -m gpu at SF1, SF10 data
 #   SF=10 benchmarks/device/verify_device_backend.sh bench   # the TPC-H bar, 1 and 2 ranks per GPU
 #   benchmarks/device/verify_device_backend.sh quick   # one call: pytest -m gpu and the bar at SF1
+#   benchmarks/device/verify_device_backend.sh reliability   # flat memory, kill -9, Ctrl-C (SF1)
 # The CPU packages (polars, dask, distributed, tpchgen-cli, ...) are installed by an earlier
 # verify_cpu_speed.sh call that carried .whl-cpu; the GPU ones arrive as /tmp/wheels.tar,
 # appended part by part by earlier calls. Here,
@@ -18,7 +19,7 @@
 # The machine stays warm 30 s between calls: have the next call ready.
 # Every step logs to $OUT/<step>.log.
 set -uo pipefail
-phase="${1:?usage: verify_device_backend.sh tests|bench|quick}"
+phase="${1:?usage: verify_device_backend.sh tests|bench|quick|reliability}"
 if [ ! -d /tmp/site/cudf_polars ]; then
   mkdir -p /tmp/wheels && tar -xf /tmp/wheels.tar -C /tmp/wheels || exit 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -49,5 +50,9 @@ quick)
     "tests/tpch/test_gpu_runner.py::test_all_22_queries_run_device_resident_and_agree_with_polars[2]"
   step bench-sf1-1 timeout 200 python3 -m benchmarks.tpch.gpu --scale-factor 1 --repeat 1
   ;;
-*) echo "unknown phase $phase: tests, bench or quick" >&2; exit 2 ;;
+reliability)
+  POLARS_HPC_GPU_TEST_SF=1 step reliability timeout 420 python3 -m pytest -m gpu -q -s \
+    -p no:cacheprovider tests/tpch/test_gpu_reliability.py
+  ;;
+*) echo "unknown phase $phase: tests, bench, quick or reliability" >&2; exit 2 ;;
 esac
