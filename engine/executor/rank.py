@@ -445,17 +445,12 @@ class RankExecutor:
             (local_streamed, local_small) if small_is_right else (local_small, local_streamed)
         )
         if node.shufflable:
-            keys = [
-                _key_exprs(node.left_keys, node.key_casts),
-                _key_exprs(node.right_keys, node.key_casts),
-            ]
+            keys = _join_keys(node)
             values, gathered = self._key_ranges([left, right], keys)
             splitters = _choose_splitters(gathered, 2, ranges_only=True)
             if splitters is not None:
                 parts = self._partition([left, right], keys, values, splitters)
-                left = concat_frames(shuffle(self.comm, self.tags(), parts[0], self.spill))
-                right = concat_frames(shuffle(self.comm, self.tags(), parts[1], self.spill))
-                return self.runner.run_template(node.template, [left, right])
+                return self._join_exchanged(node, parts)
             left_bytes, right_bytes = (sum(r[i][1] for r in gathered) for i in (0, 1))
         else:
             left_bytes, right_bytes = self._total_sizes(left, right)
@@ -492,15 +487,13 @@ class RankExecutor:
         if side == "left":
             small = concat_frames(allgather_frames(self.comm, self.tags(), left))
             return self.runner.run_template(node.template, [small, right])
-        left_parts, right_parts = self._partition_for_ranks(
-            [left, right],
-            [
-                _key_exprs(node.left_keys, node.key_casts),
-                _key_exprs(node.right_keys, node.key_casts),
-            ],
+        return self._join_exchanged(
+            node, self._partition_for_ranks([left, right], _join_keys(node))
         )
-        left = concat_frames(shuffle(self.comm, self.tags(), left_parts, self.spill))
-        right = concat_frames(shuffle(self.comm, self.tags(), right_parts, self.spill))
+
+    def _join_exchanged(self, node: Join, parts: list[list[pl.DataFrame]]) -> pl.DataFrame:
+        """Send each side's parts to their ranks, then join what arrived."""
+        left, right = (concat_frames(shuffle(self.comm, self.tags(), p, self.spill)) for p in parts)
         return self.runner.run_template(node.template, [left, right])
 
     def _partition_for_ranks(
@@ -757,6 +750,11 @@ _STREAMS: Final[dict[type, Callable[[RankExecutor, PlanNode], Iterator[Part]]]] 
     Window: RankExecutor._window,
     Concat: RankExecutor._concat,
 }
+
+
+def _join_keys(node: Join) -> list[list[pl.Expr]]:
+    """A join's left and right keys, cast to the dtype both sides hash as."""
+    return [_key_exprs(node.left_keys, node.key_casts), _key_exprs(node.right_keys, node.key_casts)]
 
 
 def _key_exprs(keys: Sequence[str], casts: Sequence[pl.DataType | None] = ()) -> list[pl.Expr]:
