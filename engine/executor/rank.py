@@ -456,11 +456,7 @@ class RankExecutor:
             left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
             small_is_right = not small_is_right
-        if small_is_right:
-            right = concat_frames(allgather_frames(self.comm, self.tags(), right))
-        else:
-            left = concat_frames(allgather_frames(self.comm, self.tags(), left))
-        return self.runner.run_template(node.template, [left, right])
+        return self._join_broadcasting(node, left, right, "right" if small_is_right else "left")
 
     def _join_on_real_sizes(self, node: Join) -> pl.DataFrame:
         """A planned shuffle join, decided again once both sides are materialized.
@@ -481,15 +477,21 @@ class RankExecutor:
                 left, right = filtered
                 sizes = self._total_sizes(left, right)
                 side = _side_to_broadcast(node, *sizes)
-        if side == "right":
-            small = concat_frames(allgather_frames(self.comm, self.tags(), right))
-            return self.runner.run_template(node.template, [left, small])
-        if side == "left":
-            small = concat_frames(allgather_frames(self.comm, self.tags(), left))
-            return self.runner.run_template(node.template, [small, right])
+        if side is not None:
+            return self._join_broadcasting(node, left, right, side)
         return self._join_exchanged(
             node, self._partition_for_ranks([left, right], _join_keys(node))
         )
+
+    def _join_broadcasting(
+        self, node: Join, left: pl.DataFrame, right: pl.DataFrame, side: str
+    ) -> pl.DataFrame:
+        """Every rank's ``side`` ("left" or "right") gathered, joined with this rank's other."""
+        if side == "right":
+            right = concat_frames(allgather_frames(self.comm, self.tags(), right))
+        else:
+            left = concat_frames(allgather_frames(self.comm, self.tags(), left))
+        return self.runner.run_template(node.template, [left, right])
 
     def _join_exchanged(self, node: Join, parts: list[list[pl.DataFrame]]) -> pl.DataFrame:
         """Send each side's parts to their ranks, then join what arrived."""
