@@ -89,3 +89,37 @@ def test_a_rank_bound_to_one_cpu_of_a_bigger_node_is_warned(job_dir, tools):
     assert done.returncode == 0, done.stderr
     assert "rank 0 may run on 1 of this node's" in done.stderr
     assert "--bind-to none" in done.stderr
+
+
+DEVICE_SCRIPT = """\
+import polars as pl
+from engine.dask import DaskEngine
+
+with DaskEngine() as engine:
+    lf = pl.LazyFrame({"k": [1, 2, 1], "v": [1, 2, 3]}).group_by("k").agg(pl.sum("v")).sort("k")
+    got = lf.collect(engine=engine)
+    backend = "device" if engine._device is not None else "cpu"
+    print(f"backend={backend} ranks={engine.nranks} v={got['v'].to_list()}")
+"""
+
+
+@pytest.mark.parametrize("layout", [(), ("--nanny",)], ids=["in-process", "nanny"])
+def test_launcher_workers_run_the_device_backend(job_dir, tools, layout):
+    """The device backend on the launcher's workers: in the rank processes, or under nannies.
+
+    The ranks look like GPU workers (one GPU, shared) and import the CPU stand-in of
+    cudf-polars, as ``tests/engine/test_device_backend.py`` does; the real one is run by
+    ``pytest -m gpu`` on the lent machine.
+    """
+    (job_dir / "device.py").write_text(DEVICE_SCRIPT)
+    standin = Path(__file__).resolve().parents[1] / "engine" / "gpu_standin"
+    path = os.pathsep.join(filter(None, [str(standin), os.environ.get("PYTHONPATH")]))
+    env = {
+        "PYTHONPATH": path,
+        "CUDA_VISIBLE_DEVICES": "0",
+        "POLARS_HPC_ALLOW_GPU_SHARING": "1",
+        "POLARS_HPC_CLIENT_FAST_PATH_BYTES": "0",
+    }
+    done = run_mpiexec(2, tools.launcher_command(*layout, "device.py"), job_dir, extra_env=env)
+    assert done.returncode == 0, done.stderr
+    assert "backend=device ranks=2 v=[4, 2]" in done.stdout, done.stderr
