@@ -451,7 +451,7 @@ class RankExecutor:
             if splitters is not None:
                 parts = self._partition([left, right], keys, values, splitters)
                 return self._join_exchanged(node, parts)
-            left_bytes, right_bytes = (sum(r[i][1] for r in gathered) for i in (0, 1))
+            left_bytes, right_bytes = _sides_bytes(gathered)
         else:
             left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
@@ -469,19 +469,20 @@ class RankExecutor:
         fits (Q4: one quarter's orders against the late lineitems).
         """
         left, right = self._local(node.left), self._local(node.right)
-        sizes = self._total_sizes(left, right)
-        side = _side_to_broadcast(node, *sizes)
+        keys = _join_keys(node)
+        # One allgather gives the sizes that decide and the key ranges a shuffle partitions by.
+        values, gathered = self._key_ranges([left, right], keys)
+        side = _side_to_broadcast(node, *_sides_bytes(gathered))
         if side is None:
-            filtered = self._filter_by_keys_of_small_side(node, left, right, sizes)
+            filtered = self._filter_by_keys_of_small_side(node, left, right, _sides_bytes(gathered))
             if filtered is not None:
                 left, right = filtered
-                sizes = self._total_sizes(left, right)
-                side = _side_to_broadcast(node, *sizes)
+                values, gathered = self._key_ranges([left, right], keys)
+                side = _side_to_broadcast(node, *_sides_bytes(gathered))
         if side is not None:
             return self._join_broadcasting(node, left, right, side)
-        return self._join_exchanged(
-            node, self._partition_for_ranks([left, right], _join_keys(node))
-        )
+        splitters = _choose_splitters(gathered, 2, ranges_only=False)
+        return self._join_exchanged(node, self._partition([left, right], keys, values, splitters))
 
     def _join_broadcasting(
         self, node: Join, left: pl.DataFrame, right: pl.DataFrame, side: str
@@ -804,6 +805,11 @@ def _unpacked_bounds(payload: bytes | memoryview) -> list[RankBounds]:
         bounds = _INELIGIBLE if kind == 0 else None if kind == 1 else (low, high)
         out.append((bounds, nbytes))
     return out
+
+
+def _sides_bytes(gathered: Sequence[Sequence[RankBounds]]) -> tuple[int, int]:
+    """The left and the right frame's bytes summed over the ranks, from :meth:`_key_ranges`."""
+    return sum(rank[0][1] for rank in gathered), sum(rank[1][1] for rank in gathered)
 
 
 def _choose_splitters(
