@@ -444,9 +444,8 @@ class _Planner:
             reason = "this join's order or validation needs one rank to see all rows"
             return self.single_rank(node, reason, (left, right))
         casts: tuple[pl.DataType | None, ...] = ()
-        adaptive = _runtime_alternatives(parts, self.broadcast_limit)
         small = self.estimate(right if strategy == "broadcast_right" else left)
-        adaptive["reconsider_broadcast"] = strategy != "shuffle" and small >= _RECONSIDER_BYTES
+        adaptive = _runtime_alternatives(parts, strategy, small, self.broadcast_limit)
         if adaptive["shufflable"] and (strategy == "shuffle" or adaptive["reconsider_broadcast"]):
             casts = _key_casts(left_node, parts.left_keys, right_node, parts.right_keys)
         template = json.dumps(dsl.with_inputs(node, [dsl.leaf_marker(0), dsl.leaf_marker(1)]))
@@ -503,11 +502,14 @@ def _broadcastable(parts: dsl_nodes.JoinParts) -> tuple[bool, bool]:
     return right_ok, left_ok
 
 
-def _runtime_alternatives(parts: dsl_nodes.JoinParts, limit: int) -> dict[str, Any]:
+def _runtime_alternatives(
+    parts: dsl_nodes.JoinParts, strategy: str, small_bytes: float, limit: int
+) -> dict[str, Any]:
     """What a join may do instead once its ranks know the real sizes (``Join``).
 
     A side may be filtered by the other's keys when its unmatched rows are never emitted and
-    no validation must see all of its keys.
+    no validation must see all of its keys. A broadcast checks the real sizes only when its
+    small side (``small_bytes``, estimated) is large enough to pay for the check.
     """
     right_ok, left_ok = _broadcastable(parts)
     validated = parts.validation != "ManyToMany"
@@ -516,6 +518,7 @@ def _runtime_alternatives(parts: dsl_nodes.JoinParts, limit: int) -> dict[str, A
         "broadcastable": ("right",) * right_ok + ("left",) * left_ok,
         "filterable": filterable,
         "broadcast_limit": limit,
+        "reconsider_broadcast": strategy != "shuffle" and small_bytes >= _RECONSIDER_BYTES,
         "shufflable": parts.how != "cross" and parts.maintain_order == "None",
     }
 
