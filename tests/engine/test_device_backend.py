@@ -9,6 +9,7 @@ the options handed over, refusals and their fallback, stats, explain, sinks and 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import sys
@@ -32,10 +33,9 @@ LF = pl.LazyFrame({"k": [1, 2, 1, 3], "v": [10, 20, 30, 40]})
 REFUSED = LF.select(pl.col("v").map_elements(lambda x: hash(x) + 1, return_dtype=pl.Int64))
 
 
-@pytest.fixture(scope="module")
-def gpu_client() -> Iterator[Client]:
-    """Two workers that look like GPU workers: a GPU assigned, cudf-polars importable."""
-    sys.path.insert(0, str(STANDIN))  # spawned workers take this process's sys.path
+@contextlib.contextmanager
+def _gpu_looking_cluster() -> Iterator[Client]:
+    """Two workers that look like GPU workers: a GPU assigned (the stand-in on ``sys.path``)."""
     cluster = LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -52,6 +52,16 @@ def gpu_client() -> Iterator[Client]:
     finally:
         client.close()
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def gpu_client() -> Iterator[Client]:
+    """Two workers that look like GPU workers: a GPU assigned, cudf-polars importable."""
+    sys.path.insert(0, str(STANDIN))  # spawned workers take this process's sys.path
+    try:
+        with _gpu_looking_cluster() as client:
+            yield client
+    finally:
         sys.path.remove(str(STANDIN))
         for name in [m for m in sys.modules if m == "cudf_polars" or m.startswith("cudf_polars.")]:
             del sys.modules[name]
@@ -148,22 +158,8 @@ def own_gpu_client(gpu_client) -> Iterator[Client]:
 
     Depends on ``gpu_client`` for the stand-in on ``sys.path``.
     """
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        host="127.0.0.1",
-        memory_limit="2GiB",
-        env={"CUDA_VISIBLE_DEVICES": "0"},
-    )
-    client = Client(cluster)
-    client.wait_for_workers(2, timeout=60)
-    try:
+    with _gpu_looking_cluster() as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 def _wait_until_running(hold: Path, count: int) -> None:

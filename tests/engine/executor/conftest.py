@@ -1,7 +1,8 @@
 """A real in-process :class:`Communicator`: ranks are threads exchanging through queues.
 
 Used to test the rank executor without a cluster. It implements the whole interface (tags,
-point-to-point, collectives, timeouts), it is not a mock.
+point-to-point, collectives, timeouts), it is not a mock. Also ``bytes_shuffled_by``: what a
+query moved on a real ``DaskEngine``, its answer checked against polars.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from engine.comm.base import Communicator, PeerFailedError
 from engine.executor.rank import PartitionLimits, RankExecutor
@@ -148,3 +150,21 @@ def on_threads() -> Callable[..., pl.DataFrame]:
 def rank_threads() -> Callable[[int, Callable[[ThreadComm], Any]], list[Any]]:
     """:func:`run_ranks`, for tests that drive the rank executor themselves."""
     return run_ranks
+
+
+@pytest.fixture(scope="session")
+def bytes_shuffled_by() -> Callable[[Any, pl.LazyFrame], int]:
+    """``(engine, query) -> bytes the ranks shuffled``, once the answer is checked.
+
+    The engine's answer must equal polars' (in any row order) with no fallback: the bytes
+    then show which way an exchange went.
+    """
+
+    def run(engine: Any, query: pl.LazyFrame) -> int:
+        assert_frame_equal(query.collect(engine=engine), query.collect(), check_row_order=False)
+        stats = engine.last_query_stats
+        assert stats is not None
+        assert not stats.fallbacks
+        return stats.bytes_shuffled
+
+    return run

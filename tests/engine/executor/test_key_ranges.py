@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from polars.testing import assert_frame_equal
 
 from engine.dask import DaskEngine
 
@@ -30,16 +29,7 @@ def engine(dask_client_of_size):
         yield engine
 
 
-def _run(engine: DaskEngine, query: pl.LazyFrame) -> int:
-    """The engine's answer equals polars'; returns the bytes it shuffled."""
-    assert_frame_equal(query.collect(engine=engine), query.collect(), check_row_order=False)
-    stats = engine.last_query_stats
-    assert stats is not None
-    assert not stats.fallbacks
-    return stats.bytes_shuffled
-
-
-def test_sorted_keys_stay_on_their_rank(engine):
+def test_sorted_keys_stay_on_their_rank(engine, bytes_shuffled_by):
     """A group-by that does not decompose (``n_unique``) and a shuffle join, over sorted keys.
 
     Hashing would send half of each frame to the other rank.
@@ -48,17 +38,17 @@ def test_sorted_keys_stay_on_their_rank(engine):
     orders = pl.DataFrame({"order": range(ROWS // 4)}).with_columns(day=pl.lit(date(2000, 1, 1)))
     half = lines.estimated_size() // 2
     per_order = lines.lazy().group_by("order").agg(pl.col("supp").n_unique())
-    assert _run(engine, per_order) < half // 50
+    assert bytes_shuffled_by(engine, per_order) < half // 50
     joined = lines.lazy().join(orders.lazy(), on="order")
-    assert _run(engine, joined) < half // 50
+    assert bytes_shuffled_by(engine, joined) < half // 50
 
 
-def test_unsorted_keys_are_hashed(engine):
+def test_unsorted_keys_are_hashed(engine, bytes_shuffled_by):
     lines = pl.DataFrame(
         {"order": (pl.int_range(ROWS, eager=True) * 7919) % ROWS, "v": range(ROWS)}
     )
     query = lines.lazy().group_by("order").agg(pl.col("v").n_unique())
-    assert _run(engine, query) > lines.estimated_size() // 8
+    assert bytes_shuffled_by(engine, query) > lines.estimated_size() // 8
 
 
 @settings(
@@ -73,7 +63,7 @@ def test_unsorted_keys_are_hashed(engine):
     nulls_equal=st.booleans(),
 )
 def test_sorted_keys_with_ties_at_the_boundary_and_nulls_match_polars(
-    engine, keys, other, how, nulls_equal
+    engine, bytes_shuffled_by, keys, other, how, nulls_equal
 ):
     """Sorted with nulls first or last, ties across the rank boundary, empty sides."""
     left = pl.DataFrame(
@@ -85,5 +75,7 @@ def test_sorted_keys_with_ties_at_the_boundary_and_nulls_match_polars(
     )
     right = right.with_columns(b=pl.int_range(pl.len()))
     aggregated = left.lazy().group_by("k").agg(pl.col("a").n_unique(), pl.col("a").sum().alias("s"))
-    _run(engine, aggregated)
-    _run(engine, left.lazy().join(right.lazy(), on="k", how=how, nulls_equal=nulls_equal))
+    bytes_shuffled_by(engine, aggregated)
+    bytes_shuffled_by(
+        engine, left.lazy().join(right.lazy(), on="k", how=how, nulls_equal=nulls_equal)
+    )
