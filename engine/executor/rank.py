@@ -9,7 +9,9 @@ the same tags, and received frames are concatenated in source-rank order.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from engine.executor.frames import (
     range_partition,
     range_splitters,
 )
+from engine.executor.grace import in_passes
 from engine.plan import dsl
 from engine.plan.explain import children_of, plan_stages
 from engine.plan.nodes import (
@@ -50,7 +53,7 @@ from engine.plan.nodes import (
     WholeQuery,
     Window,
 )
-from engine.plan.planner import WINDOW_SEQ
+from engine.plan.planner import WINDOW_SEQ, plan_lazyframe
 from engine.plan.row_ranges import rank_row_range
 from engine.stats import StageRecorder
 
@@ -59,6 +62,7 @@ __all__ = ["Part", "PartitionLimits", "RankExecutor"]
 Part = pl.DataFrame | str
 """A partition: a frame in memory, or the DSL JSON of a lazy fragment producing it."""
 
+_LOG = logging.getLogger(__name__)
 _SEQ: Final = WINDOW_SEQ
 _SEQ_RANK_SHIFT: Final = 40
 _ROWS: Final = "__polars_hpc_rows"
@@ -327,13 +331,17 @@ class RankExecutor:
         if not received:
             return None
         assert node.outputs is not None
-        combined = self._combine(node, received)
         finals: list[pl.Expr] = [pl.col(name) for name in node.key_names]
         for output in node.outputs:
             finals.append(dsl.expr_from_json(output.final).alias(output.name))
         if node.maintain_order:
             finals.append(pl.col(_SEQ))
-        return combined.select(finals)
+        key_columns = [pl.col(name) for name in node.key_names]
+        results = [
+            self._combine(node, [partials]).select(finals)
+            for (partials,) in in_passes([received], [key_columns], self.spill)
+        ]
+        return concat_frames(results)
 
     def _shuffle_raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> list[pl.DataFrame]:
         columns = list(node.needed_columns or ())
@@ -354,9 +362,12 @@ class RankExecutor:
         aggs = [dsl.expr_from_json(a) for a in node.aggs]
         if node.maintain_order:
             aggs.append(pl.col(_SEQ).min())
-        rows = concat_frames(received).lazy()
-        query = rows.group_by(keys).agg(aggs) if keys else rows.select(aggs)
-        return self.runner.collect(query)
+        split_by = [] if _literal_keys(node) else keys
+        results = []
+        for (rows,) in in_passes([received], [split_by], self.spill):
+            query = rows.lazy().group_by(keys).agg(aggs) if keys else rows.lazy().select(aggs)
+            results.append(self.runner.collect(query))
+        return concat_frames(results)
 
     def _order_by_first_appearance(self, result: pl.DataFrame | None) -> pl.DataFrame | None:
         """Groups in order of first appearance: gather to rank 0, sort by first row number."""
@@ -402,10 +413,46 @@ class RankExecutor:
         Below it, polars' own choice (``engine="auto"``, the in-memory engine unless the
         user's ``POLARS_ENGINE_AFFINITY`` says otherwise), as ``collect()`` in one process
         would: polars' streaming engine was 16% slower over TPC-H SF1 on 2 cores, 2x on Q21,
-        and panics on Q11's decimal sum.
+        and panics on Q11's decimal sum. Input over the spill budget runs in stages instead
+        (:meth:`_in_stages`).
         """
+        if self.spill.bounded and node.input_bytes > (self.spill.budget_bytes or 0):
+            staged = self._in_stages(node)
+            if staged is not None:
+                yield from staged
+                return
         streams = node.input_bytes > (self.limits.target_partition_size or _GIB)
         yield self.runner.run_whole(node.query, streams, node.optimizations)
+
+    def _in_stages(self, node: WholeQuery) -> Iterator[pl.DataFrame] | None:
+        """The query planned in stages on this rank, whose joins and aggregations run in passes.
+
+        Neither of polars' engines bounds a join's or a group-by's hash tables: TPC-H Q21 at
+        SF10 peaks at 4.3 GiB in memory and 7.4 GiB streaming. Staged, every join and
+        aggregation holds one pass of its keys at a time (:mod:`engine.executor.grace`).
+        ``None`` when the query has no staged plan (polars cannot serialize it as DSL).
+        """
+        plan = plan_lazyframe(pl.LazyFrame.deserialize(io.BytesIO(node.query)))
+        if plan.root is None:
+            return None
+        _LOG.info(
+            "rank %d: the query reads an estimated %.2f GiB, over the memory budget of "
+            "%.2f GiB: it runs in stages, joins and aggregations in passes that fit",
+            self.comm.rank,
+            node.input_bytes / _GIB,
+            (self.spill.budget_bytes or 0) / _GIB,
+        )
+        staged = RankExecutor(
+            plan,
+            self.comm,
+            plan.frames,
+            self.tags,
+            self.limits,
+            self.runner,
+            self.spill,
+            self.stages,
+        )
+        return (staged.materialize(part) for part in staged.stream(plan.root))
 
     def _local(self, node: PlanNode) -> pl.DataFrame:
         """All of this rank's partitions of ``node``, materialized and concatenated."""
@@ -413,7 +460,7 @@ class RankExecutor:
 
     def _join(self, node: Join) -> Iterator[Part]:
         if node.strategy == "shuffle":
-            yield self._join_on_real_sizes(node)
+            yield from self._join_on_real_sizes(node)
             return
         broadcast_right = node.strategy == "broadcast_right"
         small_side, streamed = (
@@ -422,7 +469,7 @@ class RankExecutor:
         local_small = self._local(small_side)
         other_side = "left" if broadcast_right else "right"
         if node.reconsider_broadcast and _in_memory(streamed) and other_side in node.broadcastable:
-            yield self._join_smaller_side_broadcast(node, local_small, self._local(streamed))
+            yield from self._join_smaller_side_broadcast(node, local_small, self._local(streamed))
             return
         small = concat_frames(allgather_frames(self.comm, self.tags(), local_small))
         for part in self.stream(streamed):
@@ -431,7 +478,7 @@ class RankExecutor:
 
     def _join_smaller_side_broadcast(
         self, node: Join, local_small: pl.DataFrame, local_streamed: pl.DataFrame
-    ) -> pl.DataFrame:
+    ) -> Iterator[pl.DataFrame]:
         """A broadcast join whose streamed side is in memory: broadcast whichever is smaller.
 
         The planner sizes a join's output as the sum of its inputs, so a join of joins looks
@@ -450,15 +497,17 @@ class RankExecutor:
             splitters = _choose_splitters(gathered, 2, ranges_only=True)
             if splitters is not None:
                 parts = self._partition([left, right], keys, values, splitters)
-                return self._join_exchanged(node, parts)
+                del left, right, local_small, local_streamed, values
+                yield from self._join_exchanged(node, parts)
+                return
             left_bytes, right_bytes = _sides_bytes(gathered)
         else:
             left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
             small_is_right = not small_is_right
-        return self._join_broadcasting(node, left, right, "right" if small_is_right else "left")
+        yield self._join_broadcasting(node, left, right, "right" if small_is_right else "left")
 
-    def _join_on_real_sizes(self, node: Join) -> pl.DataFrame:
+    def _join_on_real_sizes(self, node: Join) -> Iterator[pl.DataFrame]:
         """A planned shuffle join, decided again once both sides are materialized.
 
         Estimates cannot see through a filter on an aggregate: TPC-H Q18's 57 large orders
@@ -480,9 +529,12 @@ class RankExecutor:
                 values, gathered = self._key_ranges([left, right], keys)
                 side = _side_to_broadcast(node, *_sides_bytes(gathered))
         if side is not None:
-            return self._join_broadcasting(node, left, right, side)
+            yield self._join_broadcasting(node, left, right, side)
+            return
         splitters = _choose_splitters(gathered, 2, ranges_only=False)
-        return self._join_exchanged(node, self._partition([left, right], keys, values, splitters))
+        parts = self._partition([left, right], keys, values, splitters)
+        del left, right, values  # the parts hold the rows; the shuffle frees them as they go
+        yield from self._join_exchanged(node, parts)
 
     def _join_broadcasting(
         self, node: Join, left: pl.DataFrame, right: pl.DataFrame, side: str
@@ -494,10 +546,18 @@ class RankExecutor:
             left = concat_frames(allgather_frames(self.comm, self.tags(), left))
         return self.runner.run_template(node.template, [left, right])
 
-    def _join_exchanged(self, node: Join, parts: list[list[pl.DataFrame]]) -> pl.DataFrame:
-        """Send each side's parts to their ranks, then join what arrived."""
-        left, right = (concat_frames(shuffle(self.comm, self.tags(), p, self.spill)) for p in parts)
-        return self.runner.run_template(node.template, [left, right])
+    def _join_exchanged(
+        self, node: Join, parts: list[list[pl.DataFrame]]
+    ) -> Iterator[pl.DataFrame]:
+        """Send each side's parts to their ranks, then join what arrived; ``parts`` is emptied.
+
+        What arrived over the budget is joined in passes (:func:`engine.executor.grace.in_passes`).
+        """
+        sides = []
+        while parts:
+            sides.append(shuffle(self.comm, self.tags(), parts.pop(0), self.spill))
+        for left, right in in_passes(sides, _join_keys(node), self.spill):
+            yield self.runner.run_template(node.template, [left, right])
 
     def _partition_for_ranks(
         self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]

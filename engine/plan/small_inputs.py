@@ -90,6 +90,13 @@ def _leaf_bytes(leaf: Any) -> float:
     if file_format not in FILE_FORMATS or not paths:
         return math.inf
     try:
-        return scan_size(file_format, paths).total_bytes
+        size = scan_size(file_format, paths)
     except OSError:
         return math.inf
+    columns = leaf.file_options.with_columns
+    if columns is None or not size.column_bytes:
+        return size.total_bytes
+    # Only the columns polars' projection pushdown reads: TPC-H Q21 reads 4 of lineitem's 16
+    # columns, 2.4 of the 35.7 GiB its whole files would take at SF10.
+    rows = int(leaf.file_info[0]) if leaf.file_info and leaf.file_info[0] else 0
+    return size.of_columns(list(columns), rows)

@@ -19,6 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine.comm.base import Communicator, PeerFailedError
+from engine.executor.exchange import SpillPolicy
 from engine.executor.rank import PartitionLimits, RankExecutor
 from engine.executor.results import concat_result, rank_frames
 from engine.plan import plan_lazyframe
@@ -124,8 +125,13 @@ def on_threads() -> Callable[..., pl.DataFrame]:
     """
 
     def run(
-        lf: pl.LazyFrame, nranks: int, broadcast_limit: int = 1 << 25, **limits: int
+        lf: pl.LazyFrame,
+        nranks: int,
+        broadcast_limit: int = 1 << 25,
+        spills: Sequence[SpillPolicy] | None = None,
+        **limits: int,
     ) -> pl.DataFrame:
+        """``spills``: each rank's spill policy (default: nothing spills)."""
         plan = plan_lazyframe(lf, broadcast_limit=broadcast_limit)
 
         def body(comm: ThreadComm) -> list[pl.DataFrame]:
@@ -137,6 +143,7 @@ def on_threads() -> Callable[..., pl.DataFrame]:
                     rank_frames(plan, comm.rank, comm.nranks),
                     tags=lambda: next(tags),
                     limits=PartitionLimits(**limits),
+                    spill=None if spills is None else spills[comm.rank],
                 )
                 return executor.run()
 

@@ -11,6 +11,7 @@ import pytest
 from engine.plan import plan_lazyframe
 from engine.plan.estimates import scan_size
 from engine.plan.nodes import Join
+from engine.plan.small_inputs import estimated_input_bytes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,3 +134,12 @@ def test_a_plain_parquet_file_counts_its_rows_from_the_footer_and_sees_rewrites(
     # Directories and globs are counted by polars: its listing is the one that counts.
     assert plain_parquet_rows(scan_node(pl.scan_parquet(tmp_path / "*.parquet"))) is None
     assert plain_parquet_rows(scan_node(pl.scan_parquet(path, n_rows=3))) is None
+
+
+def test_a_whole_query_counts_only_the_columns_polars_reads(repetitive):
+    """The one-rank engine picks polars' engine, or stages, from this estimate: a query that
+    reads a small column of a wide file must not look as large as the whole file."""
+    whole = estimated_input_bytes(pl.scan_parquet(repetitive))
+    keys_only = estimated_input_bytes(pl.scan_parquet(repetitive).select(pl.col("k").sum()))
+    assert whole >= _uncompressed(repetitive) * 0.9
+    assert keys_only < whole / 20
