@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 import polars as pl
@@ -31,43 +31,86 @@ _PASS_SHARE: Final = 2
 input (a group-by ``n_unique`` of TPC-H SF10 lineitem's two key columns: 0.96 GiB in, 2.9 GiB
 peak), so one pass peaks near 1.5 budgets, 3/8 of the worker's memory limit."""
 _MAX_PASSES: Final = 128
+_FAN_OUT: Final = 16
+"""Passes of a stream whose total is not known when it passes the share; a pass that turns
+out over its share is split again."""
 _MAX_LEVELS: Final = 3
 
 
 def in_passes(
-    sides: list[list[pl.DataFrame]],
+    sides: Sequence[Iterable[pl.DataFrame]],
     keys: Sequence[Sequence[pl.Expr]],
     policy: SpillPolicy,
     level: int = 0,
 ) -> Iterator[list[pl.DataFrame]]:
     """Each side's rows, one pass at a time: one frame per side, every key in one pass.
 
-    ``sides`` holds each side's frames (a join has two, an aggregation one) and is emptied:
-    a frame is dropped once written to its passes, so the caller must not keep others alive.
-    ``keys`` are each side's key expressions (alike for all sides: the same key hashes alike).
-    When the sides fit the pass share of ``policy``'s budget, or nothing may spill, or a side
-    has no keys, there is one pass of everything and nothing is written.
+    ``sides`` holds each side's frames (a join has two, an aggregation one): lists, which are
+    emptied, or iterators, read one frame at a time. A frame is dropped once written to its
+    passes, so the caller must not keep others alive. ``keys`` are each side's key
+    expressions (alike for all sides: the same key hashes alike). While the sides fit the pass
+    share of ``policy``'s budget, or when nothing may spill or a side has no keys, they stay
+    in memory and make one pass. Past the share, the passes are as many as the lists' total
+    needs, or :data:`_FAN_OUT` when an iterator's total is unknown.
     """
-    total = sum(frame.estimated_size() for side in sides for frame in side)
-    share = (policy.budget_bytes or 0) // _PASS_SHARE
-    keyless = any(not side_keys for side_keys in keys)
-    if not policy.bounded or total <= share or keyless or level == _MAX_LEVELS:
-        yield [concat_frames(side) for side in sides]
-        return
-    count = min(_MAX_PASSES, max(2, -(-total // max(share, 1))))
-    assert policy.directory is not None
-    files = [_PassFiles(policy.directory, count, salt=level + 1) for _ in sides]
-    _LOG.debug("%d bytes over a pass share of %d: %d passes (level %d)", total, share, count, level)
+    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+    splittable = policy.bounded and all(keys) and level < _MAX_LEVELS
+    known = sum(f.estimated_size() for side in sides for f in side) if _all_lists(sides) else None
+    held: list[list[pl.DataFrame]] = [[] for _ in sides]
+    files: list[_PassFiles] = []
+    total = 0
     try:
-        for side_files, side, side_keys in zip(files, sides, keys, strict=True):
-            while side:
-                side_files.add(side.pop(0), side_keys)
+        for index, side in enumerate(sides):
+            for frame in _drained(side):
+                total += frame.estimated_size()
+                if not files and splittable and total > share:
+                    count = _FAN_OUT if known is None else -(-known // share)
+                    files = _split_held(held, keys, policy, min(_MAX_PASSES, max(2, count)), level)
+                if files:
+                    files[index].add(frame, keys[index], share)
+                else:
+                    held[index].append(frame)
+                del frame
+        if not files:
+            yield [concat_frames(frames) for frames in held]
+            return
+        _LOG.debug("%d bytes over a pass share of %d: %d passes", total, share, files[0].count)
         policy.spilled_bytes += total
-        for index in range(count):
+        for index in range(files[0].count):
             yield from in_passes([[f.take(index)] for f in files], keys, policy, level + 1)
     finally:
         for side_files in files:
             side_files.remove()
+
+
+def _all_lists(sides: Sequence[Iterable[pl.DataFrame]]) -> bool:
+    return all(isinstance(side, list) for side in sides)
+
+
+def _drained(side: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The frames of ``side``; a list is emptied as it goes, so its frames can be freed."""
+    if isinstance(side, list):
+        while side:
+            yield side.pop(0)
+    else:
+        yield from side
+
+
+def _split_held(
+    held: list[list[pl.DataFrame]],
+    keys: Sequence[Sequence[pl.Expr]],
+    policy: SpillPolicy,
+    count: int,
+    level: int,
+) -> list[_PassFiles]:
+    """Pass files for every side, the frames held so far written to them (and dropped)."""
+    assert policy.directory is not None
+    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+    files = [_PassFiles(policy.directory, count, salt=level + 1) for _ in held]
+    for side_files, frames, side_keys in zip(files, held, keys, strict=True):
+        while frames:
+            side_files.add(frames.pop(0), side_keys, share)
+    return files
 
 
 class _PassFiles:
@@ -79,18 +122,25 @@ class _PassFiles:
         self._paths: list[list[str]] = [[] for _ in range(count)]
         self._schema: pl.Schema | None = None
 
-    def add(self, frame: pl.DataFrame, keys: Sequence[pl.Expr]) -> None:
-        """Write ``frame``'s rows to their passes' files (row order kept within each pass)."""
+    @property
+    def count(self) -> int:
+        return len(self._paths)
+
+    def add(self, frame: pl.DataFrame, keys: Sequence[pl.Expr], slice_bytes: int) -> None:
+        """Write ``frame``'s rows to their passes' files (row order kept within each pass).
+
+        It is split ``slice_bytes`` at a time, so that the copy splitting makes stays small.
+        """
         if self._schema is None or not self._schema:
             self._schema = frame.schema
-        if not frame.height:
-            return
-        pieces = hash_partition(frame, keys, len(self._paths), self._salt)
-        for paths, piece in zip(self._paths, pieces, strict=True):
-            if piece.height:
-                path = os.path.join(self._directory, f"polars-hpc-pass-{uuid.uuid4().hex}.arrow")
-                paths.append(path)
-                piece.write_ipc(path, compression="uncompressed")
+        rows = max(1, frame.height * slice_bytes // max(frame.estimated_size(), 1))
+        for offset in range(0, frame.height, rows):
+            pieces = hash_partition(frame.slice(offset, rows), keys, self.count, self._salt)
+            for paths, piece in zip(self._paths, pieces, strict=True):
+                if piece.height:
+                    name = f"polars-hpc-pass-{uuid.uuid4().hex}.arrow"
+                    paths.append(os.path.join(self._directory, name))
+                    piece.write_ipc(paths[-1], compression="uncompressed")
 
     def take(self, index: int) -> pl.DataFrame:
         """Pass ``index``'s rows, read into memory; its files are deleted."""

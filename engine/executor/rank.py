@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -343,21 +343,24 @@ class RankExecutor:
         ]
         return concat_frames(results)
 
-    def _shuffle_raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> list[pl.DataFrame]:
+    def _shuffle_raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> Iterable[pl.DataFrame]:
+        """The rows each rank aggregates; on one rank a stream, so passes can take it piecewise."""
         columns = list(node.needed_columns or ())
         if node.maintain_order:
             columns.append(_SEQ)
-        frames = [self.runner.collect(lf.select(columns)) for lf in self._sequenced(node)]
-        local = concat_frames(frames)
+        rows = (self.runner.collect(lf.select(columns)) for lf in self._sequenced(node))
+        if self.comm.nranks == 1:
+            return rows
+        local = concat_frames(list(rows))
         if not node.keys or _literal_keys(node):  # one group: polars makes it even of no rows
             return gather_to_root(self.comm, self.tags(), local)
         (outgoing,) = self._partition_for_ranks([local], [keys])
         return shuffle(self.comm, self.tags(), outgoing, self.spill)
 
     def _aggregate_raw(
-        self, node: Aggregate, keys: list[pl.Expr], received: list[pl.DataFrame]
+        self, node: Aggregate, keys: list[pl.Expr], received: Iterable[pl.DataFrame]
     ) -> pl.DataFrame | None:
-        if not received:
+        if isinstance(received, list) and not received:
             return None
         aggs = [dsl.expr_from_json(a) for a in node.aggs]
         if node.maintain_order:
@@ -365,9 +368,11 @@ class RankExecutor:
         split_by = [] if _literal_keys(node) else keys
         results = []
         for (rows,) in in_passes([received], [split_by], self.spill):
+            if not rows.width:  # a stream of no frames
+                continue
             query = rows.lazy().group_by(keys).agg(aggs) if keys else rows.lazy().select(aggs)
             results.append(self.runner.collect(query))
-        return concat_frames(results)
+        return concat_frames(results) if results else None
 
     def _order_by_first_appearance(self, result: pl.DataFrame | None) -> pl.DataFrame | None:
         """Groups in order of first appearance: gather to rank 0, sort by first row number."""
