@@ -242,7 +242,8 @@ class StageStats:
     """``None`` when the stage's output stayed lazy (fused into its consumer)."""
     bytes_shuffled: int
     bytes_spilled: int
-    """Received shuffle data this stage wrote to the workers' local disks (memory budget)."""
+    """Received shuffle data and grace passes this stage wrote to the workers' local disks
+    (memory budget)."""
     time_skew: float
     """Slowest rank's time / mean time (1.0: balanced)."""
     rows_skew: float

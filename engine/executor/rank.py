@@ -433,7 +433,7 @@ class RankExecutor:
         """The query planned in stages on this rank, whose joins and aggregations run in passes.
 
         Neither of polars' engines bounds a join's or a group-by's hash tables: TPC-H Q21 at
-        SF10 peaks at 4.3 GiB in memory and 7.4 GiB streaming. Staged, every join and
+        SF10 peaks at 4.4 GiB in memory and 7.5 GiB streaming. Staged, every join and
         aggregation holds one pass of its keys at a time (:mod:`engine.executor.grace`).
         ``None`` when the query has no staged plan (polars cannot serialize it as DSL).
         """
