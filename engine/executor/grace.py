@@ -22,7 +22,7 @@ import polars as pl
 from engine.executor.exchange import SpillPolicy
 from engine.executor.frames import concat_frames, hash_partition
 
-__all__ = ["in_passes"]
+__all__ = ["EXCHANGE_PASSES", "Spool", "in_passes"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -35,6 +35,12 @@ _FAN_OUT: Final = 16
 """Passes of a stream whose total is not known when it passes the share; a pass that turns
 out over its share is split again."""
 _MAX_LEVELS: Final = 3
+EXCHANGE_PASSES: Final = _FAN_OUT
+"""Passes a :class:`Spool` splits into: fixed, as every rank must split alike before they
+know each other's sizes."""
+_EXCHANGE_SALT: Final = 100
+"""Unlike the rank hash (salt 0) and the passes after an exchange (salts 1 to 3), so each
+splits the rows another has put together."""
 
 
 def in_passes(
@@ -158,3 +164,73 @@ class _PassFiles:
                 if os.path.exists(path):
                     os.unlink(path)
             paths.clear()
+
+
+class Spool:
+    """One side's frames on a rank before an exchange: in memory while they fit, else in passes.
+
+    Once its frames pass the pass share, a spool writes them (and every later one) into
+    :data:`EXCHANGE_PASSES` passes by a hash salted :data:`_EXCHANGE_SALT`, alike on every rank,
+    so the ranks can exchange pass by pass: the rows of pass ``p`` on every rank hold all the
+    keys of pass ``p``. A rank that did not spool splits its frames alike when another did.
+    """
+
+    def __init__(self, policy: SpillPolicy, keys: Sequence[pl.Expr]) -> None:
+        self._policy, self._keys = policy, keys
+        self._share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+        self._held: list[pl.DataFrame] = []
+        self._files: _PassFiles | None = None
+        self.nbytes = 0
+
+    @property
+    def spooled(self) -> bool:
+        """Whether the frames went to pass files (they did not fit the pass share)."""
+        return self._files is not None
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Hold ``frame``, or write it to its passes once the side is over the pass share."""
+        self.nbytes += frame.estimated_size()
+        splittable = self._policy.bounded and bool(self._keys)
+        if self._files is None and splittable and self.nbytes > self._share:
+            assert self._policy.directory is not None
+            self._files = _PassFiles(self._policy.directory, EXCHANGE_PASSES, _EXCHANGE_SALT)
+            self._policy.spilled_bytes += self.nbytes - frame.estimated_size()
+            while self._held:
+                self._files.add(self._held.pop(0), self._keys, self._share)
+        if self._files is None:
+            self._held.append(frame)
+        else:
+            self._policy.spilled_bytes += frame.estimated_size()
+            self._files.add(frame, self._keys, self._share)
+
+    def frame(self) -> pl.DataFrame:
+        """The frames held in memory, as one (their chunks are not copied)."""
+        assert self._files is None, "a spooled side is read pass by pass"
+        return concat_frames(self._held)
+
+    def passes(self) -> Iterator[pl.DataFrame]:
+        """The rows of each of the :data:`EXCHANGE_PASSES` passes in turn; the spool is emptied."""
+        if self._files is None:
+            frame = concat_frames(self._held)
+            self._held.clear()
+            pieces = (
+                hash_partition(frame, self._keys, EXCHANGE_PASSES, _EXCHANGE_SALT)
+                if frame.width
+                else [frame] * EXCHANGE_PASSES  # no part at all: nothing to split
+            )
+            del frame
+            for index in range(EXCHANGE_PASSES):
+                piece, pieces[index] = pieces[index], pieces[index].clear()
+                yield piece
+            return
+        files = self._files
+        try:
+            for index in range(EXCHANGE_PASSES):
+                yield files.take(index)
+        finally:
+            files.remove()
+
+    def remove(self) -> None:
+        """Delete any pass files left (an exchange that stopped early)."""
+        if self._files is not None:
+            self._files.remove()

@@ -32,7 +32,7 @@ from engine.executor.frames import (
     range_partition,
     range_splitters,
 )
-from engine.executor.grace import in_passes
+from engine.executor.grace import Spool, in_passes
 from engine.plan import dsl
 from engine.plan.explain import children_of, plan_stages
 from engine.plan.nodes import (
@@ -246,8 +246,9 @@ class RankExecutor:
     def _aggregate(self, node: Aggregate) -> Iterator[Part]:
         keys = [dsl.expr_from_json(k) for k in node.keys]
         if node.outputs is None:
-            received = self._shuffle_raw_rows(node, keys)
-            result = self._aggregate_raw(node, keys, received)
+            rounds = [self._aggregate_raw(node, keys, rows) for rows in self._raw_rows(node, keys)]
+            results = [frame for frame in rounds if frame is not None]
+            result = concat_frames(results) if results else None
         else:
             received = self._shuffle_partials(node, keys)
             result = self._finish_partials(node, received)
@@ -343,19 +344,62 @@ class RankExecutor:
         ]
         return concat_frames(results)
 
-    def _shuffle_raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> Iterable[pl.DataFrame]:
-        """The rows each rank aggregates; on one rank a stream, so passes can take it piecewise."""
+    def _raw_rows(self, node: Aggregate, keys: list[pl.Expr]) -> Iterator[Iterable[pl.DataFrame]]:
+        """The rows this rank aggregates, in rounds: one, or one per exchange pass.
+
+        On one rank the rows are a stream, so the passes after it take them piecewise.
+        """
         columns = list(node.needed_columns or ())
         if node.maintain_order:
             columns.append(_SEQ)
         rows = (self.runner.collect(lf.select(columns)) for lf in self._sequenced(node))
         if self.comm.nranks == 1:
-            return rows
-        local = concat_frames(list(rows))
-        if not node.keys or _literal_keys(node):  # one group: polars makes it even of no rows
-            return gather_to_root(self.comm, self.tags(), local)
-        (outgoing,) = self._partition_for_ranks([local], [keys])
-        return shuffle(self.comm, self.tags(), outgoing, self.spill)
+            yield rows
+        elif not node.keys or _literal_keys(node):  # one group: polars makes it even of no rows
+            yield gather_to_root(self.comm, self.tags(), concat_frames(list(rows)))
+        else:
+            spool = Spool(self.spill, keys)
+            for frame in rows:
+                spool.add(frame)
+            local = spool if spool.spooled else spool.frame()
+            values, gathered = self._key_ranges([local], [keys])
+            if _any_spooled(gathered):
+                del local
+                for (received,) in self._exchanged_in_passes([spool], [keys]):
+                    yield received
+                return
+            splitters = _choose_splitters(gathered, 1, ranges_only=False)
+            (outgoing,) = self._partition([local], [keys], values, splitters)  # type: ignore[list-item]
+            del local, values, spool
+            yield shuffle(self.comm, self.tags(), outgoing, self.spill)
+
+    def _exchanged_in_passes(
+        self, spools: list[Spool], keys: Sequence[Sequence[pl.Expr]]
+    ) -> Iterator[list[list[pl.DataFrame]]]:
+        """Each side exchanged one pass at a time (:class:`engine.executor.grace.Spool`).
+
+        Some rank's side did not fit its memory: every rank then sends pass by pass, each pass
+        hashed to the ranks, so none holds more than a pass of what it sends. Yields, per pass,
+        what every rank sent here of each side, by source rank.
+        """
+        try:
+            for pieces in zip(*(spool.passes() for spool in spools), strict=True):
+                yield [
+                    shuffle(
+                        self.comm, self.tags(), hash_partition(p, k, self.comm.nranks), self.spill
+                    )
+                    for p, k in zip(pieces, keys, strict=True)
+                ]
+        finally:
+            for spool in spools:
+                spool.remove()
+
+    def _spooled(self, node: PlanNode, keys: Sequence[pl.Expr]) -> Spool:
+        """This rank's partitions of ``node``, materialized into a :class:`Spool`."""
+        spool = Spool(self.spill, keys)
+        for part in self.stream(node):
+            spool.add(self.materialize(part))
+        return spool
 
     def _aggregate_raw(
         self, node: Aggregate, keys: list[pl.Expr], received: Iterable[pl.DataFrame]
@@ -522,10 +566,20 @@ class RankExecutor:
         other side drops the rows no key matches before anything moves; what is left often
         fits (Q4: one quarter's orders against the late lineitems).
         """
-        left, right = self._local(node.left), self._local(node.right)
         keys = _join_keys(node)
-        # One allgather gives the sizes that decide and the key ranges a shuffle partitions by.
-        values, gathered = self._key_ranges([left, right], keys)
+        spools = [self._spooled(node.left, keys[0]), self._spooled(node.right, keys[1])]
+        local = [spool if spool.spooled else spool.frame() for spool in spools]
+        # One allgather gives the sizes that decide, the key ranges a shuffle partitions by, and
+        # whether a rank's side did not fit its memory (then every rank exchanges in passes).
+        values, gathered = self._key_ranges(local, keys)
+        if _any_spooled(gathered):
+            del local, values
+            for sides in self._exchanged_in_passes(spools, keys):
+                for left, right in in_passes(sides, keys, self.spill):
+                    yield self.runner.run_template(node.template, [left, right])
+            return
+        left, right = local  # type: ignore[misc]
+        del local, spools
         side = _side_to_broadcast(node, *_sides_bytes(gathered))
         if side is None:
             filtered = self._filter_by_keys_of_small_side(node, left, right, _sides_bytes(gathered))
@@ -578,16 +632,22 @@ class RankExecutor:
         return self._partition(frames, keys, values, splitters)
 
     def _key_ranges(
-        self, frames: Sequence[pl.DataFrame], keys: Sequence[Sequence[pl.Expr]]
+        self, frames: Sequence[pl.DataFrame | Spool], keys: Sequence[Sequence[pl.Expr]]
     ) -> tuple[list[pl.Series | None], list[list[RankBounds]]]:
         """Each frame's integer key (if it has one) and every rank's key ranges and bytes.
 
         One small allgather, always made: one rank's empty frame can type its key
-        differently, and every rank must take the same turn after it.
+        differently, and every rank must take the same turn after it. A spooled side (in
+        pass files: it did not fit) has no values and says so (:data:`_SPOOLED`).
         """
-        values = [integer_key(frame, k) for frame, k in zip(frames, keys, strict=True)]
+        values = [
+            integer_key(frame, k) if isinstance(frame, pl.DataFrame) else None
+            for frame, k in zip(frames, keys, strict=True)
+        ]
         mine = b"".join(
             _packed_bounds(v, frame.estimated_size())
+            if isinstance(frame, pl.DataFrame)
+            else _BOUNDS.pack(3, 0, 0, frame.nbytes)
             for v, frame in zip(values, frames, strict=True)
         )
         return values, [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
@@ -848,6 +908,7 @@ def _side_to_broadcast(node: Join, left_bytes: int, right_bytes: int) -> str | N
 
 
 _INELIGIBLE: Final = "ineligible"
+_SPOOLED: Final = "spooled"
 _BOUNDS: Final = struct.Struct("<bqqq")
 
 
@@ -860,16 +921,22 @@ def _packed_bounds(values: pl.Series | None, nbytes: int) -> bytes:
 
 
 RankBounds = tuple[tuple[int, int] | str | None, int]
-"""One frame on one rank: its key range (``None``: no keys; :data:`_INELIGIBLE`), its bytes."""
+"""One frame on one rank: its key range (``None``: no keys; :data:`_INELIGIBLE`;
+:data:`_SPOOLED`: in pass files), its bytes."""
 
 
 def _unpacked_bounds(payload: bytes | memoryview) -> list[RankBounds]:
     """Inverse of :func:`_packed_bounds` for each frame in ``payload``."""
     out: list[RankBounds] = []
     for kind, low, high, nbytes in _BOUNDS.iter_unpack(payload):
-        bounds = _INELIGIBLE if kind == 0 else None if kind == 1 else (low, high)
+        bounds = {0: _INELIGIBLE, 1: None, 3: _SPOOLED}.get(kind, (low, high))
         out.append((bounds, nbytes))
     return out
+
+
+def _any_spooled(gathered: Sequence[Sequence[RankBounds]]) -> bool:
+    """Whether some rank's side went to pass files (:meth:`RankExecutor._key_ranges`)."""
+    return any(bounds is _SPOOLED for rank in gathered for bounds, _ in rank)
 
 
 def _sides_bytes(gathered: Sequence[Sequence[RankBounds]]) -> tuple[int, int]:
@@ -886,7 +953,7 @@ def _choose_splitters(
     place. With ``ranges_only`` the choice must also beat broadcasting the smallest frame, by the
     estimate of :func:`engine.executor.frames.bytes_moved`.
     """
-    if any(bounds is _INELIGIBLE for rank in gathered for bounds, _ in rank):
+    if any(bounds in (_INELIGIBLE, _SPOOLED) for rank in gathered for bounds, _ in rank):
         return None
     bounds = [[rank[i][0] for rank in gathered] for i in range(nframes)]
     sizes = [[rank[i][1] for rank in gathered] for i in range(nframes)]

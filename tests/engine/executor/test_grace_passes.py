@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine.executor.exchange import SpillPolicy
-from engine.executor.grace import in_passes
+from engine.executor.grace import EXCHANGE_PASSES, in_passes
 from engine.executor.loopback import LoopbackCommunicator
 from engine.executor.rank import RankExecutor
 from engine.plan.planner import plan_on_one_rank
@@ -127,4 +127,27 @@ def test_a_one_rank_query_over_the_budget_runs_in_stages_and_in_passes(tmp_path,
     assert_frame_equal(got, query.collect())
     assert "runs in stages" in caplog.text
     assert policy.spilled_bytes > 0
+    assert _left_behind(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["join", "raw rows"])
+def test_one_rank_over_its_budget_takes_every_rank_into_exchange_passes(
+    on_threads, tmp_path, facts, kind
+):
+    """Rank 0 cannot hold what it sends; rank 1 could, and still splits alike, pass by pass."""
+    other = facts.select("k", w=pl.col("v") * 2)
+    query = (
+        facts.lazy().join(other.lazy(), on="k", how="left")
+        if kind == "join"
+        else facts.lazy().group_by("k").agg(pl.col("s").n_unique())
+    )
+    spills = [
+        SpillPolicy(str(tmp_path / "rank0"), facts.estimated_size() // 8),
+        SpillPolicy(str(tmp_path / "rank1"), facts.estimated_size() * 100),
+    ]
+    got = on_threads(query, 2, broadcast_limit=1024, spills=spills)
+    assert_frame_equal(got, query.collect(), check_row_order=False)
+    sides = 2 if kind == "join" else 1
+    assert len(spills[1].exchanges) == sides * EXCHANGE_PASSES
+    assert spills[1].spilled_bytes == 0
     assert _left_behind(tmp_path) == []

@@ -87,8 +87,9 @@ def test_shuffle_many_times_the_budget_spills_and_stays_bounded(dask_client_of_s
     got = concat_result(plan, [frame for parts, *_ in results for frame in parts])
     assert_frame_equal(got, lf.collect(), check_row_order=False)
     for _, policy, left_on_disk, records in results:
-        biggest = max(policy.exchanges, key=lambda e: e.received_bytes)
-        assert biggest.received_bytes > 4 * BUDGET, policy.exchanges
+        # The sending sides are over the budget too, so they go in passes (grace.Spool):
+        # many exchanges, together many times the budget, each received within it.
+        assert sum(e.received_bytes for e in policy.exchanges) > 4 * BUDGET, policy.exchanges
         assert policy.spilled_bytes > 0
         assert policy.peak_in_memory_bytes <= BUDGET + MESSAGE, policy.exchanges
         assert left_on_disk == []
