@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
@@ -127,6 +128,8 @@ class _PassFiles:
         self._directory, self._salt = directory, salt
         self._paths: list[list[str]] = [[] for _ in range(count)]
         self._schema: pl.Schema | None = None
+        # Files of a spool that an error dropped before its exchange go with the object.
+        self._cleanup = weakref.finalize(self, _unlink_all, self._paths)
 
     @property
     def count(self) -> int:
@@ -159,11 +162,15 @@ class _PassFiles:
 
     def remove(self) -> None:
         """Delete the files of passes not taken (a consumer that stopped early, or an error)."""
-        for paths in self._paths:
-            for path in paths:
-                if os.path.exists(path):
-                    os.unlink(path)
-            paths.clear()
+        self._cleanup()
+
+
+def _unlink_all(paths_by_pass: list[list[str]]) -> None:
+    for paths in paths_by_pass:
+        for path in paths:
+            if os.path.exists(path):
+                os.unlink(path)
+        paths.clear()
 
 
 class Spool:

@@ -7,6 +7,7 @@ instead of as one polars query whose hash tables could not fit.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -15,7 +16,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine.executor.exchange import SpillPolicy
-from engine.executor.grace import EXCHANGE_PASSES, in_passes
+from engine.executor.grace import EXCHANGE_PASSES, Spool, in_passes
 from engine.executor.loopback import LoopbackCommunicator
 from engine.executor.rank import RankExecutor
 from engine.plan.planner import plan_on_one_rank
@@ -150,4 +151,15 @@ def test_one_rank_over_its_budget_takes_every_rank_into_exchange_passes(
     sides = 2 if kind == "join" else 1
     assert len(spills[1].exchanges) == sides * EXCHANGE_PASSES
     assert spills[1].spilled_bytes == 0
+    assert _left_behind(tmp_path) == []
+
+
+def test_a_spool_dropped_before_its_exchange_leaves_no_file(tmp_path, facts):
+    """A collective that failed (a peer died) between spooling and exchanging drops the spool."""
+    spool = Spool(SpillPolicy(str(tmp_path), budget_bytes=1024), [pl.col("k")])
+    spool.add(facts)
+    assert spool.spooled
+    assert _left_behind(tmp_path)
+    del spool
+    gc.collect()
     assert _left_behind(tmp_path) == []
