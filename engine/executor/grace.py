@@ -1,11 +1,14 @@
-"""Grace passes: a rank's share of a join or aggregation, split by key hash into passes that fit.
+"""Grace passes: a rank's share of an operation, split into passes that each fit its memory.
 
 polars' join and group-by hash tables live in memory and do not spill: a rank that hands polars
 more rows than its memory holds is killed by its nanny. Every row of one key lands in the same
-pass, so joining or aggregating the passes one at a time gives the whole answer (a grace hash
-join, and its group-by twin) while the rank holds one pass at a time. The passes wait as Arrow
-IPC files in the worker's spill directory, each read back once and deleted. A pass still over
-its share (keys hashed unevenly, or more rows than the first split foresaw) is split again with
+pass, so joining, aggregating, de-duplicating or windowing the passes one at a time gives the
+whole answer (a grace hash join, and its twins) while the rank holds one pass at a time
+(:func:`in_passes`); a sort takes passes of consecutive key ranges instead
+(:func:`in_range_passes`). Before an exchange, a :class:`Spool` splits what a rank sends
+alike on every rank, so the ranks can exchange pass by pass. The passes wait as Arrow IPC
+files in the worker's spill directory, each read back once and deleted. A pass still over its
+share (keys hashed unevenly, or more rows than the first split foresaw) is split again with
 other seeds, up to :data:`_MAX_LEVELS` deep; one key's rows can never be split, and run as one.
 """
 
@@ -15,15 +18,20 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 import polars as pl
 
 from engine.executor.exchange import SpillPolicy
-from engine.executor.frames import concat_frames, hash_partition
+from engine.executor.frames import (
+    concat_frames,
+    hash_partition,
+    range_destinations,
+    split_by_destination,
+)
 
-__all__ = ["EXCHANGE_PASSES", "Spool", "in_passes"]
+__all__ = ["EXCHANGE_PASSES", "Spool", "in_passes", "in_range_passes"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +44,8 @@ _FAN_OUT: Final = 16
 """Passes of a stream whose total is not known when it passes the share; a pass that turns
 out over its share is split again."""
 _MAX_LEVELS: Final = 3
+_SAMPLES_PER_PASS: Final = 128
+"""Keys sampled per range pass of a sort: enough that the passes come out near even."""
 EXCHANGE_PASSES: Final = _FAN_OUT
 """Passes a :class:`Spool` splits into: fixed, as every rank must split alike before they
 know each other's sizes."""
@@ -120,6 +130,50 @@ def _split_held(
     return files
 
 
+def in_range_passes(
+    frames: list[pl.DataFrame],
+    by: Sequence[pl.Expr],
+    order: Mapping[str, list[bool]],
+    policy: SpillPolicy,
+) -> Iterator[pl.DataFrame]:
+    """A rank's rows to sort, in passes of consecutive key ranges, first range first.
+
+    The sort twin of :func:`in_passes`: sorting each pass and concatenating them in order is
+    sorting the whole. Range bounds come from a sample of the keys (``by``, named alike, and
+    ``order``: ``descending`` and ``nulls_last`` lists as in ``DataFrame.sort``); equal keys
+    land in one pass, in their order, so a stable sort stays stable. ``frames`` is emptied.
+    Within the pass share of ``policy``'s budget, one pass of everything.
+    """
+    total = sum(frame.estimated_size() for frame in frames)
+    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+    if not policy.bounded or total <= share:
+        yield concat_frames(frames)
+        frames.clear()
+        return
+    count = min(_MAX_PASSES, -(-total // share))
+    rows = sum(frame.height for frame in frames)
+    step = max(1, rows // (count * _SAMPLES_PER_PASS))
+    sample = concat_frames([frame.select(by).gather_every(step) for frame in frames])
+    sample = sample.sort(sample.columns, maintain_order=True, **order)
+    splitters = sample[[sample.height * i // count for i in range(1, count)]]
+
+    def split(rows: pl.DataFrame) -> list[pl.DataFrame]:
+        destinations = range_destinations(rows.select(by), splitters, **order)
+        return split_by_destination(rows, destinations, count)
+
+    assert policy.directory is not None
+    files = _PassFiles(policy.directory, count, salt=0)
+    try:
+        for frame in _drained(frames):
+            files.add_split(frame, split, share)
+            del frame
+        policy.spilled_bytes += total
+        for index in range(count):
+            yield files.take(index)
+    finally:
+        files.remove()
+
+
 class _PassFiles:
     """One side's rows split by key hash into ``count`` passes, as IPC files in ``directory``."""
 
@@ -136,7 +190,17 @@ class _PassFiles:
         return len(self._paths)
 
     def add(self, frame: pl.DataFrame, keys: Sequence[pl.Expr], slice_bytes: int) -> None:
-        """Write ``frame``'s rows to their passes' files (row order kept within each pass).
+        """Write ``frame``'s rows to their passes by key hash (row order kept within each)."""
+        count, salt = self.count, self._salt
+        self.add_split(frame, lambda rows: hash_partition(rows, keys, count, salt), slice_bytes)
+
+    def add_split(
+        self,
+        frame: pl.DataFrame,
+        split: Callable[[pl.DataFrame], list[pl.DataFrame]],
+        slice_bytes: int,
+    ) -> None:
+        """Write ``frame``'s rows to the passes ``split`` gives them (one frame per pass).
 
         It is split ``slice_bytes`` at a time, so that the copy splitting makes stays small.
         """
@@ -144,7 +208,7 @@ class _PassFiles:
             self._schema = frame.schema
         rows = max(1, frame.height * slice_bytes // max(frame.estimated_size(), 1))
         for offset in range(0, frame.height, rows):
-            pieces = hash_partition(frame.slice(offset, rows), keys, self.count, self._salt)
+            pieces = split(frame.slice(offset, rows))
             for paths, piece in zip(self._paths, pieces, strict=True):
                 if piece.height:
                     name = f"polars-hpc-pass-{uuid.uuid4().hex}.arrow"

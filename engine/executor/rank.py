@@ -32,7 +32,7 @@ from engine.executor.frames import (
     range_partition,
     range_splitters,
 )
-from engine.executor.grace import Spool, in_passes
+from engine.executor.grace import Spool, in_passes, in_range_passes
 from engine.plan import dsl
 from engine.plan.explain import children_of, plan_stages
 from engine.plan.nodes import (
@@ -715,21 +715,33 @@ class RankExecutor:
         )
         return self.runner.collect(matching)
 
-    def _shuffle_on(
-        self,
-        frame: pl.DataFrame,
-        keys: Sequence[str],
-        casts: Sequence[pl.DataType | None] = (),
+    def _keyed_in_passes(
+        self, node: PlanNode, keys: Sequence[str], template: str, numbered: bool
     ) -> pl.DataFrame:
-        outgoing = hash_partition(frame, _key_exprs(keys, casts), self.comm.nranks)
-        return concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill))
+        """``node``'s rows hash-shuffled on ``keys``, ``template`` run on what arrived, in passes.
 
-    def _distinct(self, node: Distinct) -> Iterator[Part]:
-        local = self._local(node.input)
-        if node.maintain_order:
+        Each pass holds every row of its keys (:func:`engine.executor.grace.in_passes`), so a
+        template that works per key (``unique`` on them, a window ``over`` them) gives the
+        same rows; within a pass rows keep their order. ``numbered``: each row carries its
+        global position (:data:`_SEQ`) through.
+        """
+        local = self._local(node)
+        if numbered:
             seq = pl.int_range(pl.len(), dtype=pl.Int64) + (self.comm.rank << _SEQ_RANK_SHIFT)
             local = local.with_columns(seq.alias(_SEQ))
-        kept = self.runner.run_template(node.template, [self._shuffle_on(local, node.subset)])
+        key_exprs = _key_exprs(keys)
+        outgoing = hash_partition(local, key_exprs, self.comm.nranks)
+        del local
+        received = shuffle(self.comm, self.tags(), outgoing, self.spill)
+        del outgoing
+        results = [
+            self.runner.run_template(template, [rows])
+            for (rows,) in in_passes([received], [key_exprs], self.spill)
+        ]
+        return concat_frames(results)
+
+    def _distinct(self, node: Distinct) -> Iterator[Part]:
+        kept = self._keyed_in_passes(node.input, node.subset, node.template, node.maintain_order)
         if node.maintain_order:
             ordered = self._order_by_first_appearance(kept)
             yield kept.clear().drop(_SEQ) if ordered is None else ordered
@@ -737,11 +749,12 @@ class RankExecutor:
             yield kept
 
     def _sort(self, node: Sort) -> Iterator[Part]:
+        """Sample sort; this rank's range is sorted in range passes when over the budget."""
         local = self._local(node.input)
+        by = [dsl.expr_from_json(b).alias(f"__s{i}") for i, b in enumerate(node.by)]
+        order = {"descending": list(node.descending), "nulls_last": list(node.nulls_last)}
         if self.comm.nranks > 1:
-            by = [dsl.expr_from_json(b).alias(f"__s{i}") for i, b in enumerate(node.by)]
             keys = local.select(by)
-            order = {"descending": list(node.descending), "nulls_last": list(node.nulls_last)}
             ordered = keys.sort(keys.columns, maintain_order=True, **order)
             step = max(1, ordered.height // _SAMPLES_PER_RANK)
             samples = concat_frames(allgather_frames(self.comm, self.tags(), ordered[::step]))
@@ -753,8 +766,14 @@ class RankExecutor:
                 "__dest", as_dict=True, include_key=False, maintain_order=True
             )
             outgoing = [parts.get((r,), local.clear()) for r in range(self.comm.nranks)]
-            local = concat_frames(shuffle(self.comm, self.tags(), outgoing, self.spill))
-        yield self.runner.run_template(node.template, [local])
+            del local, keys, ordered, parts, dest
+            received = shuffle(self.comm, self.tags(), outgoing, self.spill)
+            del outgoing
+        else:
+            received = [local]
+            del local
+        for rows in in_range_passes(received, by, order, self.spill):
+            yield self.runner.run_template(node.template, [rows])
 
     def _top_k(self, node: TopK) -> Iterator[Part]:
         best: pl.DataFrame | None = None
@@ -779,11 +798,7 @@ class RankExecutor:
             offset += frame.height
 
     def _window(self, node: Window) -> Iterator[Part]:
-        local = self._local(node.input)
-        seq = pl.int_range(pl.len(), dtype=pl.Int64) + (self.comm.rank << _SEQ_RANK_SHIFT)
-        local = local.with_columns(seq.alias(_SEQ))
-        grouped = self._shuffle_on(local, node.keys)
-        evaluated = self.runner.run_template(node.template, [grouped])
+        evaluated = self._keyed_in_passes(node.input, node.keys, node.template, numbered=True)
         home = (pl.col(_SEQ) // (1 << _SEQ_RANK_SHIFT)).cast(pl.UInt32)
         parts = evaluated.with_columns(home.alias("__home")).partition_by(
             "__home", as_dict=True, include_key=False, maintain_order=True

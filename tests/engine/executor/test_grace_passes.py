@@ -163,3 +163,25 @@ def test_a_spool_dropped_before_its_exchange_leaves_no_file(tmp_path, facts):
     del spool
     gc.collect()
     assert _left_behind(tmp_path) == []
+
+
+@pytest.mark.parametrize("nranks", [1, 2])
+def test_distinct_windows_and_sorts_in_passes_give_polars_answer(
+    on_threads, tmp_path, facts, nranks
+):
+    queries = {
+        "unique in order": facts.lazy().unique(subset=["k"], keep="first", maintain_order=True),
+        "unique": facts.lazy().unique(subset=["k", "s"], keep="first"),
+        "window": facts.lazy().with_columns(m=pl.col("v").max().over("k")),
+        "sort": facts.lazy().sort("s", "v", descending=[True, False]),
+        "stable sort, nulls first": facts.lazy().sort("k", maintain_order=True),
+        "sort, nulls last": facts.lazy().sort(
+            pl.col("k") % 7, nulls_last=True, maintain_order=True
+        ),
+    }
+    for name, query in queries.items():
+        spills = _policies(tmp_path / name, nranks, budget=facts.estimated_size() // 8)
+        got = on_threads(query, nranks, spills=spills)
+        assert_frame_equal(got, query.collect(), check_row_order=name != "unique")
+        assert all(policy.spilled_bytes for policy in spills), name
+    assert _left_behind(tmp_path) == []
