@@ -23,16 +23,22 @@ from engine.comm.base import Communicator
 from engine.executor.exchange import ROOT, SpillPolicy, allgather_frames, gather_to_root, shuffle
 from engine.executor.fragments import FragmentRunner
 from engine.executor.frames import (
-    bytes_moved,
     concat_frames,
     hash_partition,
     integer_key,
-    key_bounds,
     range_destinations,
     range_partition,
-    range_splitters,
 )
 from engine.executor.grace import Spool, in_passes, in_range_passes
+from engine.executor.key_ranges import (
+    RankBounds,
+    any_spooled,
+    choose_splitters,
+    pack_bounds,
+    pack_spooled,
+    sides_bytes,
+    unpack_bounds,
+)
 from engine.plan import dsl
 from engine.plan.explain import children_of, plan_stages
 from engine.plan.nodes import (
@@ -363,12 +369,12 @@ class RankExecutor:
                 spool.add(frame)
             local = spool if spool.spooled else spool.frame()
             values, gathered = self._key_ranges([local], [keys])
-            if _any_spooled(gathered):
+            if any_spooled(gathered):
                 del local
                 for (received,) in self._exchanged_in_passes([spool], [keys]):
                     yield received
                 return
-            splitters = _choose_splitters(gathered, 1, ranges_only=False)
+            splitters = choose_splitters(gathered, 1, ranges_only=False)
             (outgoing,) = self._partition([local], [keys], values, splitters)  # type: ignore[list-item]
             del local, values, spool
             yield shuffle(self.comm, self.tags(), outgoing, self.spill)
@@ -543,13 +549,13 @@ class RankExecutor:
         if node.shufflable:
             keys = _join_keys(node)
             values, gathered = self._key_ranges([left, right], keys)
-            splitters = _choose_splitters(gathered, 2, ranges_only=True)
+            splitters = choose_splitters(gathered, 2, ranges_only=True)
             if splitters is not None:
                 parts = self._partition([left, right], keys, values, splitters)
                 del left, right, local_small, local_streamed, values
                 yield from self._join_exchanged(node, parts)
                 return
-            left_bytes, right_bytes = _sides_bytes(gathered)
+            left_bytes, right_bytes = sides_bytes(gathered)
         else:
             left_bytes, right_bytes = self._total_sizes(left, right)
         if small_is_right != (right_bytes <= left_bytes):
@@ -572,7 +578,7 @@ class RankExecutor:
         # One allgather gives the sizes that decide, the key ranges a shuffle partitions by, and
         # whether a rank's side did not fit its memory (then every rank exchanges in passes).
         values, gathered = self._key_ranges(local, keys)
-        if _any_spooled(gathered):
+        if any_spooled(gathered):
             del local, values
             for sides in self._exchanged_in_passes(spools, keys):
                 for left, right in in_passes(sides, keys, self.spill):
@@ -580,17 +586,17 @@ class RankExecutor:
             return
         left, right = local  # type: ignore[misc]
         del local, spools
-        side = _side_to_broadcast(node, *_sides_bytes(gathered))
+        side = _side_to_broadcast(node, *sides_bytes(gathered))
         if side is None:
-            filtered = self._filter_by_keys_of_small_side(node, left, right, _sides_bytes(gathered))
+            filtered = self._filter_by_keys_of_small_side(node, left, right, sides_bytes(gathered))
             if filtered is not None:
                 left, right = filtered
                 values, gathered = self._key_ranges([left, right], keys)
-                side = _side_to_broadcast(node, *_sides_bytes(gathered))
+                side = _side_to_broadcast(node, *sides_bytes(gathered))
         if side is not None:
             yield self._join_broadcasting(node, left, right, side)
             return
-        splitters = _choose_splitters(gathered, 2, ranges_only=False)
+        splitters = choose_splitters(gathered, 2, ranges_only=False)
         parts = self._partition([left, right], keys, values, splitters)
         del left, right, values  # the parts hold the rows; the shuffle frees them as they go
         yield from self._join_exchanged(node, parts)
@@ -624,11 +630,11 @@ class RankExecutor:
         """Each frame split for the ranks by its keys, all alike: by key range or by hash.
 
         By key range when the key is one integer-like column and some frame's ranks hold
-        ranges in rank order (:func:`range_splitters`: sorted data read in row ranges, whose
-        rows then mostly stay); by hash otherwise.
+        ranges in rank order (:func:`engine.executor.frames.range_splitters`: sorted data
+        read in row ranges, whose rows then mostly stay); by hash otherwise.
         """
         values, gathered = self._key_ranges(frames, keys)
-        splitters = _choose_splitters(gathered, len(frames), ranges_only=False)
+        splitters = choose_splitters(gathered, len(frames), ranges_only=False)
         return self._partition(frames, keys, values, splitters)
 
     def _key_ranges(
@@ -638,19 +644,19 @@ class RankExecutor:
 
         One small allgather, always made: one rank's empty frame can type its key
         differently, and every rank must take the same turn after it. A spooled side (in
-        pass files: it did not fit) has no values and says so (:data:`_SPOOLED`).
+        pass files: it did not fit) has no values and says so (:func:`pack_spooled`).
         """
         values = [
             integer_key(frame, k) if isinstance(frame, pl.DataFrame) else None
             for frame, k in zip(frames, keys, strict=True)
         ]
         mine = b"".join(
-            _packed_bounds(v, frame.estimated_size())
+            pack_bounds(v, frame.estimated_size())
             if isinstance(frame, pl.DataFrame)
-            else _BOUNDS.pack(3, 0, 0, frame.nbytes)
+            else pack_spooled(frame.nbytes)
             for v, frame in zip(values, frames, strict=True)
         )
-        return values, [_unpacked_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
+        return values, [unpack_bounds(p) for p in self.comm.allgather(self.tags(), mine)]
 
     def _partition(
         self,
@@ -920,65 +926,3 @@ def _side_to_broadcast(node: Join, left_bytes: int, right_bytes: int) -> str | N
     if "left" in node.broadcastable and left_bytes <= min(right_bytes, node.broadcast_limit):
         return "left"
     return None
-
-
-_INELIGIBLE: Final = "ineligible"
-_SPOOLED: Final = "spooled"
-_BOUNDS: Final = struct.Struct("<bqqq")
-
-
-def _packed_bounds(values: pl.Series | None, nbytes: int) -> bytes:
-    """One frame's key range and bytes for the allgather (no integer key, no values, a range)."""
-    if values is None:
-        return _BOUNDS.pack(0, 0, 0, nbytes)
-    bounds = key_bounds(values)
-    return _BOUNDS.pack(1, 0, 0, nbytes) if bounds is None else _BOUNDS.pack(2, *bounds, nbytes)
-
-
-RankBounds = tuple[tuple[int, int] | str | None, int]
-"""One frame on one rank: its key range (``None``: no keys; :data:`_INELIGIBLE`;
-:data:`_SPOOLED`: in pass files), its bytes."""
-
-
-def _unpacked_bounds(payload: bytes | memoryview) -> list[RankBounds]:
-    """Inverse of :func:`_packed_bounds` for each frame in ``payload``."""
-    out: list[RankBounds] = []
-    for kind, low, high, nbytes in _BOUNDS.iter_unpack(payload):
-        bounds = {0: _INELIGIBLE, 1: None, 3: _SPOOLED}.get(kind, (low, high))
-        out.append((bounds, nbytes))
-    return out
-
-
-def _any_spooled(gathered: Sequence[Sequence[RankBounds]]) -> bool:
-    """Whether some rank's side went to pass files (:meth:`RankExecutor._key_ranges`)."""
-    return any(bounds is _SPOOLED for rank in gathered for bounds, _ in rank)
-
-
-def _sides_bytes(gathered: Sequence[Sequence[RankBounds]]) -> tuple[int, int]:
-    """The left and the right frame's bytes summed over the ranks, from :meth:`_key_ranges`."""
-    return sum(rank[0][1] for rank in gathered), sum(rank[1][1] for rank in gathered)
-
-
-def _choose_splitters(
-    gathered: Sequence[Sequence[RankBounds]], nframes: int, *, ranges_only: bool
-) -> list[int] | None:
-    """The key ranges to partition by, or ``None``: hash.
-
-    They are those of the largest frame whose ranks hold ordered ranges, so that it stays in
-    place. With ``ranges_only`` the choice must also beat broadcasting the smallest frame, by the
-    estimate of :func:`engine.executor.frames.bytes_moved`.
-    """
-    if any(bounds in (_INELIGIBLE, _SPOOLED) for rank in gathered for bounds, _ in rank):
-        return None
-    bounds = [[rank[i][0] for rank in gathered] for i in range(nframes)]
-    sizes = [[rank[i][1] for rank in gathered] for i in range(nframes)]
-    ordered = [(sum(sizes[i]), range_splitters(bounds[i])) for i in range(nframes)]  # type: ignore[arg-type]
-    ordered = [(total, cuts) for total, cuts in ordered if cuts is not None]
-    if not ordered:
-        return None
-    splitters = max(ordered, key=lambda pair: pair[0])[1]
-    if ranges_only:
-        moved = sum(bytes_moved(bounds[i], sizes[i], splitters) for i in range(nframes))  # type: ignore[arg-type]
-        if moved > min(sum(s) for s in sizes) * (len(gathered) - 1):
-            return None
-    return splitters

@@ -64,6 +64,15 @@ def _fixed(text: str) -> Callable[[Any], str]:
     return lambda node: text
 
 
+def _gib(nbytes: float) -> str:
+    """Bytes as GiB with two decimals (an input whose size cannot be told is infinite).
+
+    >>> _gib(3 * 2**29), _gib(float("inf"))
+    ('1.50 GiB', 'unknown size')
+    """
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes < float("inf") else "unknown size"
+
+
 def _aggregate_label(node: Aggregate) -> str:
     how = "partial+final" if node.outputs is not None else "raw rows, aggregate once"
     order = ", maintain_order" if node.maintain_order else ""
@@ -121,7 +130,12 @@ STAGE_KINDS: Final[dict[type, StageKind]] = {
         _inputs,
     ),
     WholeQuery: StageKind(
-        _fixed("WholeQuery: one polars query on the only rank"), lambda n: None, lambda n: ()
+        lambda n: (
+            f"WholeQuery: one polars query on the only rank ({_gib(n.input_bytes)} of "
+            "input; over a quarter of the worker's memory, it runs in stages and passes)"
+        ),
+        lambda n: None,
+        lambda n: (),
     ),
     SingleRank: StageKind(
         lambda n: f"SingleRank {n.node_name} (FALLBACK)", _fixed("gather to rank 0"), _inputs
