@@ -729,19 +729,33 @@ class RankExecutor:
         Each pass holds every row of its keys (:func:`engine.executor.grace.in_passes`), so a
         template that works per key (``unique`` on them, a window ``over`` them) gives the
         same rows; within a pass rows keep their order. ``numbered``: each row carries its
-        global position (:data:`_SEQ`) through.
+        global position (:data:`_SEQ`) through. A rank whose rows do not fit spools them, and
+        then every rank (told by a one-byte allgather) exchanges pass by pass.
         """
-        local = self._local(node)
-        if numbered:
-            seq = pl.int_range(pl.len(), dtype=pl.Int64) + (self.comm.rank << _SEQ_RANK_SHIFT)
-            local = local.with_columns(seq.alias(_SEQ))
         key_exprs = _key_exprs(keys)
-        outgoing = hash_partition(local, key_exprs, self.comm.nranks)
-        del local
-        received = shuffle(self.comm, self.tags(), outgoing, self.spill)
-        del outgoing
+        spool = Spool(self.spill, key_exprs)
+        offset = self.comm.rank << _SEQ_RANK_SHIFT
+        for part in self.stream(node):
+            frame = self.materialize(part)
+            if numbered:
+                seq = pl.int_range(pl.len(), dtype=pl.Int64) + offset
+                frame = frame.with_columns(seq.alias(_SEQ))
+                offset += frame.height
+            spool.add(frame)
+            del frame
+        flags = self.comm.allgather(self.tags(), b"\x01" if spool.spooled else b"\x00")
+        if any(flag == b"\x01" for flag in map(bytes, flags)):
+            rounds: Iterator[list[pl.DataFrame]] = (
+                received for (received,) in self._exchanged_in_passes([spool], [key_exprs])
+            )
+        else:
+            outgoing = hash_partition(spool.frame(), key_exprs, self.comm.nranks)
+            del spool
+            rounds = iter([shuffle(self.comm, self.tags(), outgoing, self.spill)])
+            del outgoing
         results = [
             self.runner.run_template(template, [rows])
+            for received in rounds
             for (rows,) in in_passes([received], [key_exprs], self.spill)
         ]
         return concat_frames(results)
