@@ -31,7 +31,16 @@ from engine.executor.frames import (
     split_by_destination,
 )
 
-__all__ = ["EXCHANGE_PASSES", "Spool", "in_passes", "in_range_passes"]
+__all__ = [
+    "EXCHANGE_PASSES",
+    "MAX_PASSES",
+    "PartSpool",
+    "Spool",
+    "even_splitters",
+    "in_passes",
+    "in_range_passes",
+    "pass_share",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -39,7 +48,7 @@ _PASS_SHARE: Final = 2
 """A pass's input is at most the spill budget over this: polars' hash tables took 2-3x their
 input (a group-by ``n_unique`` of TPC-H SF10 lineitem's two key columns: 0.96 GiB in, 2.9 GiB
 peak), so one pass peaks near 1.5 budgets, 3/8 of the worker's memory limit."""
-_MAX_PASSES: Final = 128
+MAX_PASSES: Final = 128
 _FAN_OUT: Final = 16
 """Passes of a stream whose total is not known when it passes the share; a pass that turns
 out over its share is split again."""
@@ -52,6 +61,11 @@ know each other's sizes."""
 _EXCHANGE_SALT: Final = 100
 """Unlike the rank hash (salt 0) and the passes after an exchange (salts 1 to 3), so each
 splits the rows another has put together."""
+
+
+def pass_share(policy: SpillPolicy) -> int:
+    """The most bytes one pass may hold under ``policy`` (at least 1)."""
+    return max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
 
 
 def in_passes(
@@ -70,7 +84,7 @@ def in_passes(
     in memory and make one pass. Past the share, the passes are as many as the lists' total
     needs, or :data:`_FAN_OUT` when an iterator's total is unknown.
     """
-    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+    share = pass_share(policy)
     splittable = policy.bounded and all(keys) and level < _MAX_LEVELS
     known = sum(f.estimated_size() for side in sides for f in side) if _all_lists(sides) else None
     held: list[list[pl.DataFrame]] = [[] for _ in sides]
@@ -82,7 +96,7 @@ def in_passes(
                 total += frame.estimated_size()
                 if not files and splittable and total > share:
                     count = _FAN_OUT if known is None else -(-known // share)
-                    files = _split_held(held, keys, policy, min(_MAX_PASSES, max(2, count)), level)
+                    files = _split_held(held, keys, policy, min(MAX_PASSES, max(2, count)), level)
                 if files:
                     files[index].add(frame, keys[index], share)
                 else:
@@ -122,7 +136,7 @@ def _split_held(
 ) -> list[_PassFiles]:
     """Pass files for every side, the frames held so far written to them (and dropped)."""
     assert policy.directory is not None
-    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+    share = pass_share(policy)
     files = [_PassFiles(policy.directory, count, salt=level + 1) for _ in held]
     for side_files, frames, side_keys in zip(files, held, keys, strict=True):
         while frames:
@@ -131,47 +145,150 @@ def _split_held(
 
 
 def in_range_passes(
-    frames: list[pl.DataFrame],
+    frames: Iterable[pl.DataFrame],
     by: Sequence[pl.Expr],
     order: Mapping[str, list[bool]],
     policy: SpillPolicy,
+    splitters: pl.DataFrame | None = None,
 ) -> Iterator[pl.DataFrame]:
     """A rank's rows to sort, in passes of consecutive key ranges, first range first.
 
     The sort twin of :func:`in_passes`: sorting each pass and concatenating them in order is
-    sorting the whole. Range bounds come from a sample of the keys (``by``, named alike, and
-    ``order``: ``descending`` and ``nulls_last`` lists as in ``DataFrame.sort``); equal keys
-    land in one pass, in their order, so a stable sort stays stable. ``frames`` is emptied.
-    Within the pass share of ``policy``'s budget, one pass of everything.
+    sorting the whole. The passes are cut at ``splitters`` (keys named as ``by`` names them;
+    ``order``: ``descending`` and ``nulls_last`` lists as in ``DataFrame.sort``), or, for a
+    list of frames, at a sample of their keys. Equal keys land in one pass, in their order,
+    so a stable sort stays stable. ``frames`` (a list, emptied, or a stream) stay in memory,
+    one pass, while they fit the pass share of ``policy``'s budget.
     """
-    total = sum(frame.estimated_size() for frame in frames)
-    share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
-    if not policy.bounded or total <= share:
-        yield concat_frames(frames)
-        frames.clear()
-        return
-    count = min(_MAX_PASSES, -(-total // share))
+    share = pass_share(policy)
+    if splitters is None:
+        assert isinstance(frames, list), "a stream of frames needs its splitters"
+        total = sum(frame.estimated_size() for frame in frames)
+        if not policy.bounded or total <= share:
+            yield concat_frames(frames)
+            frames.clear()
+            return
+        splitters = _sampled_splitters(frames, by, order, min(MAX_PASSES, -(-total // share)))
+    cuts = splitters
+
+    def split(rows: pl.DataFrame) -> list[pl.DataFrame]:
+        destinations = range_destinations(rows.select(by), cuts, **order)
+        return split_by_destination(rows, destinations, cuts.height + 1)
+
+    held: list[pl.DataFrame] = []
+    files: _PassFiles | None = None
+    total = 0
+    try:
+        for frame in _drained(frames):
+            total += frame.estimated_size()
+            if files is None and policy.bounded and total > share and cuts.height:
+                assert policy.directory is not None
+                files = _PassFiles(policy.directory, cuts.height + 1, salt=0)
+                while held:
+                    files.add_split(held.pop(0), split, share)
+            if files is None:
+                held.append(frame)
+            else:
+                files.add_split(frame, split, share)
+            del frame
+        if files is None:
+            yield concat_frames(held)
+            return
+        policy.spilled_bytes += total
+        for index in range(files.count):
+            yield files.take(index)
+    finally:
+        if files is not None:
+            files.remove()
+
+
+def _sampled_splitters(
+    frames: Sequence[pl.DataFrame],
+    by: Sequence[pl.Expr],
+    order: Mapping[str, list[bool]],
+    count: int,
+) -> pl.DataFrame:
+    """Keys that cut ``frames``' rows into ``count`` ranges of about equal rows."""
     rows = sum(frame.height for frame in frames)
     step = max(1, rows // (count * _SAMPLES_PER_PASS))
     sample = concat_frames([frame.select(by).gather_every(step) for frame in frames])
-    sample = sample.sort(sample.columns, maintain_order=True, **order)
-    splitters = sample[[sample.height * i // count for i in range(1, count)]]
+    return even_splitters(sample.sort(sample.columns, maintain_order=True, **order), count)
 
-    def split(rows: pl.DataFrame) -> list[pl.DataFrame]:
-        destinations = range_destinations(rows.select(by), splitters, **order)
-        return split_by_destination(rows, destinations, count)
 
-    assert policy.directory is not None
-    files = _PassFiles(policy.directory, count, salt=0)
-    try:
-        for frame in _drained(frames):
-            files.add_split(frame, split, share)
-            del frame
-        policy.spilled_bytes += total
-        for index in range(count):
-            yield files.take(index)
-    finally:
-        files.remove()
+def even_splitters(sorted_keys: pl.DataFrame, count: int) -> pl.DataFrame:
+    """``count - 1`` rows of ``sorted_keys`` that cut it into ``count`` ranges of equal rows.
+
+    >>> even_splitters(pl.DataFrame({"k": range(10)}), 3)["k"].to_list()
+    [3, 6]
+    """
+    if count <= 1 or not sorted_keys.height:
+        return sorted_keys.clear()
+    return sorted_keys[[sorted_keys.height * i // count for i in range(1, count)]]
+
+
+class PartSpool:
+    """A rank's frames before a sort's exchange: in memory while they fit, else on disk.
+
+    A sort cannot split what it sends until the ranks agree on splitters, which needs every
+    rank's sample first: past the pass share (or ``share``) each frame is written whole, as it
+    comes, and read back one at a time, in order (:meth:`parts`), for the exchange rounds.
+    """
+
+    def __init__(self, policy: SpillPolicy, share: int | None = None) -> None:
+        self._policy = policy
+        self._share = pass_share(policy) if share is None else max(share, 1)
+        self._held: list[pl.DataFrame] = []
+        self._paths: list[str] = []
+        self._cleanup = weakref.finalize(self, _unlink_all, [self._paths])
+        self.nbytes = 0
+        self.nparts = 0
+        self.schema: pl.Schema | None = None
+
+    @property
+    def spooled(self) -> bool:
+        """Whether the frames went to disk (they did not fit the pass share)."""
+        return bool(self._paths)
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """Hold ``frame``, or write it (and all held) to disk once over the pass share."""
+        self.nbytes += frame.estimated_size()
+        self.nparts += 1
+        if self.schema is None:
+            self.schema = frame.schema
+        if self._policy.bounded and (self._paths or self.nbytes > self._share):
+            self._policy.spilled_bytes += sum(f.estimated_size() for f in self._held)
+            self._policy.spilled_bytes += frame.estimated_size()
+            for held in [*self._held, frame]:
+                self._write(held)
+            self._held.clear()
+        else:
+            self._held.append(frame)
+
+    def _write(self, frame: pl.DataFrame) -> None:
+        assert self._policy.directory is not None
+        os.makedirs(self._policy.directory, exist_ok=True)
+        name = f"polars-hpc-part-{uuid.uuid4().hex}.arrow"
+        self._paths.append(os.path.join(self._policy.directory, name))
+        frame.write_ipc(self._paths[-1], compression="uncompressed")
+
+    def frame(self) -> pl.DataFrame:
+        """The frames held in memory, as one (their chunks are not copied)."""
+        assert not self._paths, "a spooled sort input is read part by part"
+        return concat_frames(self._held, self.schema)
+
+    def parts(self) -> Iterator[pl.DataFrame]:
+        """The frames in order, each read back (and deleted) when asked for."""
+        while self._held:
+            yield self._held.pop(0)
+        while self._paths:
+            path = self._paths.pop(0)
+            frame = pl.read_ipc(path, memory_map=False)
+            os.unlink(path)
+            yield frame
+
+    def remove(self) -> None:
+        """Delete any files left (an exchange that stopped early)."""
+        self._cleanup()
 
 
 class _PassFiles:
@@ -248,7 +365,7 @@ class Spool:
 
     def __init__(self, policy: SpillPolicy, keys: Sequence[pl.Expr]) -> None:
         self._policy, self._keys = policy, keys
-        self._share = max((policy.budget_bytes or 0) // _PASS_SHARE, 1)
+        self._share = pass_share(policy)
         self._held: list[pl.DataFrame] = []
         self._files: _PassFiles | None = None
         self.nbytes = 0

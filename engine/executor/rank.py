@@ -28,8 +28,17 @@ from engine.executor.frames import (
     integer_key,
     range_destinations,
     range_partition,
+    split_by_destination,
 )
-from engine.executor.grace import Spool, in_passes, in_range_passes
+from engine.executor.grace import (
+    MAX_PASSES,
+    PartSpool,
+    Spool,
+    even_splitters,
+    in_passes,
+    in_range_passes,
+    pass_share,
+)
 from engine.executor.key_ranges import (
     RankBounds,
     any_spooled,
@@ -769,31 +778,106 @@ class RankExecutor:
             yield kept
 
     def _sort(self, node: Sort) -> Iterator[Part]:
-        """Sample sort; this rank's range is sorted in range passes when over the budget."""
-        local = self._local(node.input)
+        """Sample sort; this rank's range is sorted in range passes when over the budget.
+
+        A rank whose input does not fit keeps it on disk (:class:`PartSpool`) with a sample
+        of each part; then every rank (told by a small allgather) sends part by part, in as
+        many rounds as the rank with most parts, and each sorts what it receives in range
+        passes cut at the global sample inside its range.
+        """
         by = [dsl.expr_from_json(b).alias(f"__s{i}") for i, b in enumerate(node.by)]
         order = {"descending": list(node.descending), "nulls_last": list(node.nulls_last)}
-        if self.comm.nranks > 1:
-            keys = local.select(by)
-            ordered = keys.sort(keys.columns, maintain_order=True, **order)
-            step = max(1, ordered.height // _SAMPLES_PER_RANK)
-            samples = concat_frames(allgather_frames(self.comm, self.tags(), ordered[::step]))
-            samples = samples.sort(samples.columns, maintain_order=True, **order)
-            cuts = [samples.height * r // self.comm.nranks for r in range(1, self.comm.nranks)]
-            splitters = samples[cuts] if samples.height else samples
-            dest = range_destinations(keys, splitters, **order)
-            parts = local.with_columns(dest.alias("__dest")).partition_by(
-                "__dest", as_dict=True, include_key=False, maintain_order=True
-            )
-            outgoing = [parts.get((r,), local.clear()) for r in range(self.comm.nranks)]
-            del local, keys, ordered, parts, dest
-            received = shuffle(self.comm, self.tags(), outgoing, self.spill)
-            del outgoing
-        else:
-            received = [local]
-            del local
-        for rows in in_range_passes(received, by, order, self.spill):
+        spool, part_samples = PartSpool(self.spill), []
+        for part in self.stream(node.input):
+            frame = self.materialize(part)
+            if self.spill.bounded:
+                step = max(1, frame.height // _SAMPLES_PER_RANK)
+                part_samples.append(frame.select(by).gather_every(step))
+            spool.add(frame)
+            del frame
+        if self.comm.nranks == 1 and not spool.spooled:
+            received = [spool.frame()]
+            del spool
+            yield from self._sorted(node, in_range_passes(received, by, order, self.spill))
+            return
+        mine = struct.pack("<?qq", spool.spooled, spool.nparts, spool.nbytes)
+        infos = [struct.unpack("<?qq", p) for p in self.comm.allgather(self.tags(), mine)]
+        if not any(spooled for spooled, _, _ in infos):
+            received = self._sort_exchanged(spool.frame(), by, order)
+            del spool
+            yield from self._sorted(node, in_range_passes(received, by, order, self.spill))
+            return
+        local_sample = (
+            concat_frames(part_samples) if spool.spooled else spool.frame().select(by)
+        ).sort([f"__s{i}" for i in range(len(by))], maintain_order=True, **order)
+        samples = concat_frames(allgather_frames(self.comm, self.tags(), local_sample))
+        samples = samples.sort(samples.columns, maintain_order=True, **order)
+        nranks, rank = self.comm.nranks, self.comm.rank
+        splitters = even_splitters(samples, nranks)
+        my_range = samples[samples.height * rank // nranks : samples.height * (rank + 1) // nranks]
+        total = sum(nbytes for _, _, nbytes in infos)
+        passes = min(MAX_PASSES, -(-total // (nranks * pass_share(self.spill))))
+        received = self._sort_rounds(spool, by, order, splitters, max(n for _, n, _ in infos))
+        ranges = in_range_passes(received, by, order, self.spill, even_splitters(my_range, passes))
+        yield from self._sorted(node, ranges)
+
+    def _sorted(self, node: Sort, ranges: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        for rows in ranges:
             yield self.runner.run_template(node.template, [rows])
+
+    def _sort_exchanged(
+        self, local: pl.DataFrame, by: list[pl.Expr], order: dict[str, list[bool]]
+    ) -> list[pl.DataFrame]:
+        """Each rank's sorted sample allgathered, the rows range-partitioned by it, received."""
+        keys = local.select(by)
+        ordered = keys.sort(keys.columns, maintain_order=True, **order)
+        step = max(1, ordered.height // _SAMPLES_PER_RANK)
+        samples = concat_frames(allgather_frames(self.comm, self.tags(), ordered[::step]))
+        samples = samples.sort(samples.columns, maintain_order=True, **order)
+        splitters = even_splitters(samples, self.comm.nranks)
+        dest = range_destinations(keys, splitters, **order)
+        parts = local.with_columns(dest.alias("__dest")).partition_by(
+            "__dest", as_dict=True, include_key=False, maintain_order=True
+        )
+        outgoing = [parts.get((r,), local.clear()) for r in range(self.comm.nranks)]
+        del local, keys, ordered, parts, dest
+        return shuffle(self.comm, self.tags(), outgoing, self.spill)
+
+    def _sort_rounds(
+        self,
+        spool: PartSpool,
+        by: list[pl.Expr],
+        order: dict[str, list[bool]],
+        splitters: pl.DataFrame,
+        rounds: int,
+    ) -> Iterator[pl.DataFrame]:
+        """What every rank sends here, one of its parts per round, in the rows' global order.
+
+        A rank out of parts sends empty frames. Rounds interleave the sources, so what arrives
+        is kept per source (on disk past a share of the budget) and handed on source by
+        source: a stable sort must see equal keys in their order.
+        """
+        share = pass_share(self.spill) // self.comm.nranks
+        by_source = [PartSpool(self.spill, share) for _ in range(self.comm.nranks)]
+        parts = spool.parts()
+        try:
+            for _ in range(rounds):
+                frame = next(parts, None)
+                if frame is None:
+                    frame = pl.DataFrame(schema=spool.schema)
+                dest = range_destinations(frame.select(by), splitters, **order)
+                outgoing = split_by_destination(frame, dest, self.comm.nranks)
+                del frame, dest
+                received = shuffle(self.comm, self.tags(), outgoing, self.spill)
+                del outgoing
+                for source, frame in zip(by_source, received, strict=True):
+                    source.add(frame)
+                del received
+            for source in by_source:
+                yield from source.parts()
+        finally:
+            for each in (spool, *by_source):
+                each.remove()
 
     def _top_k(self, node: TopK) -> Iterator[Part]:
         best: pl.DataFrame | None = None

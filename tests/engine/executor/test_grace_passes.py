@@ -193,3 +193,19 @@ def test_distinct_windows_and_sorts_in_passes_give_polars_answer(
         assert_frame_equal(got, query.collect(), check_row_order=name != "unique")
         assert all(policy.spilled_bytes for policy in spills), name
     assert _left_behind(tmp_path) == []
+
+
+@pytest.mark.parametrize("nranks", [1, 2])
+def test_a_sort_over_the_budget_sends_part_by_part(on_threads, tmp_path, facts, nranks):
+    """Rank 0's parts go to disk; every rank then sends one part per round (5 each here)."""
+    query = facts.lazy().sort(
+        "s", "k", descending=[False, True], nulls_last=True, maintain_order=True
+    )
+    spills = [SpillPolicy(str(tmp_path / "rank0"), facts.estimated_size() // 8)]
+    spills.append(SpillPolicy(str(tmp_path / "rank1"), facts.estimated_size() * 100))
+    got = on_threads(query, nranks, spills=spills[:nranks], max_rows_per_partition=ROWS // 10)
+    assert_frame_equal(got, query.collect())
+    assert spills[0].spilled_bytes > 0
+    if nranks == 2:
+        assert len(spills[1].exchanges) == 5
+    assert _left_behind(tmp_path) == []
