@@ -97,6 +97,5 @@ def _leaf_bytes(leaf: Any) -> float:
     if columns is None or not size.column_bytes:
         return size.total_bytes
     # Only the columns polars' projection pushdown reads: TPC-H Q21 reads 4 of lineitem's 16
-    # columns, 2.4 of the 35.7 GiB its whole files would take at SF10.
-    rows = int(leaf.file_info[0]) if leaf.file_info and leaf.file_info[0] else 0
-    return size.of_columns(list(columns), rows)
+    # columns. A column the files lack (a hive or row-index column) counts as nothing.
+    return size.of_columns(list(columns), rows=0)
