@@ -1,8 +1,10 @@
-"""Joins and aggregations over the budget run in passes split by key hash (grace hash).
+"""What is over a rank's budget runs in passes (grace hash), before and after the exchange.
 
-Every row of one key lands in one pass, so the answers are polars' own; the spill directory
-is empty afterwards; and a query whose input is over a one-rank engine's budget runs in stages
-instead of as one polars query whose hash tables could not fit.
+Joins, aggregations, distincts and windows split by key hash, sorts by key range; every row
+of one key lands in one pass, so the answers are polars' own. A rank over its budget takes
+every rank into exchange passes; the spill directory is empty afterwards; and a query whose
+input is over a one-rank engine's budget runs in stages instead of as one polars query whose
+hash tables could not fit. Ranks are threads with the real rank executor (``on_threads``).
 """
 
 from __future__ import annotations
