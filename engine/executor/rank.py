@@ -420,15 +420,13 @@ class RankExecutor:
     def _aggregate_raw(
         self, node: Aggregate, keys: list[pl.Expr], received: Iterable[pl.DataFrame]
     ) -> pl.DataFrame | None:
-        if isinstance(received, list) and not received:
-            return None
         aggs = [dsl.expr_from_json(a) for a in node.aggs]
         if node.maintain_order:
             aggs.append(pl.col(_SEQ).min())
         split_by = [] if _literal_keys(node) else keys
         results = []
         for (rows,) in in_passes([received], [split_by], self.spill):
-            if not rows.width:  # a stream of no frames
+            if not rows.width:  # no frames: a stream of none, or not the root of a gather
                 continue
             query = rows.lazy().group_by(keys).agg(aggs) if keys else rows.lazy().select(aggs)
             results.append(self.runner.collect(query))
@@ -810,10 +808,11 @@ class RankExecutor:
             del spool
             yield from self._sorted(node, in_range_passes(received, by, order, self.spill))
             return
-        local_sample = (
-            concat_frames(part_samples) if spool.spooled else spool.frame().select(by)
-        ).sort([f"__s{i}" for i in range(len(by))], maintain_order=True, **order)
-        samples = concat_frames(allgather_frames(self.comm, self.tags(), local_sample))
+        # The per-part samples, not all keys: a rank that did not spool may hold up to half its
+        # budget. A rank without a budget sampled nothing; splitters only balance the ranks.
+        samples = concat_frames(
+            allgather_frames(self.comm, self.tags(), concat_frames(part_samples))
+        )
         samples = samples.sort(samples.columns, maintain_order=True, **order)
         nranks, rank = self.comm.nranks, self.comm.rank
         splitters = even_splitters(samples, nranks)
